@@ -1,0 +1,88 @@
+/// The awaiter pattern: what `await` does, as four calls a person can make by hand.
+///
+/// To await something, a state machine asks it for an awaiter (``Awaitable/getAwaiter()``), checks
+/// ``isCompleted`` — if `true` it goes on at once, the fast path — otherwise registers its
+/// continuation with ``onCompleted(_:)`` and returns; when the continuation runs, it calls
+/// ``getResult()`` for the value or the error.
+///
+/// Any type can be awaited by adopting ``Awaitable`` with an awaiter of its own. A countdown latch:
+///
+/// ```swift
+/// final class Latch: Awaitable, @unchecked Sendable {
+///     private let promise = Promise<Void>()
+///     private let remaining: Mutex<Int>
+///     init(count: Int) { remaining = Mutex(count) }
+///     func countDown() {
+///         if remaining.withLock({ $0 -= 1; return $0 == 0 }) { promise.trySucceed() }
+///     }
+///     func getAwaiter() -> FutureAwaiter<Void> { promise.future.getAwaiter() }
+/// }
+/// try await latch.value   // any awaitable can be awaited from Swift async code
+/// ```
+public protocol Awaiter {
+    /// What ``getResult()`` returns.
+    associatedtype Result
+
+    /// Whether the awaited operation has completed; when `true`, `await` does not suspend.
+    var isCompleted: Bool { get }
+
+    /// Registers `continuation` to run once when the operation completes. If it has completed
+    /// already, the continuation is queued, never run inside this call.
+    ///
+    /// - Throws: when the awaiter cannot accept a continuation, such as a second one on a
+    ///   ``ValueFutureSource`` that takes only one.
+    func onCompleted(_ continuation: @escaping @Sendable () -> Void) throws
+
+    /// Like ``onCompleted(_:)``; the form the method builders call. TaskMachine keeps no execution
+    /// context to flow, so the two differ only in intent; the default implementation forwards.
+    func unsafeOnCompleted(_ continuation: @escaping @Sendable () -> Void) throws
+
+    /// The operation's value, or its error rethrown. Call it after completion.
+    func getResult() throws -> Result
+}
+
+extension Awaiter {
+    public func unsafeOnCompleted(_ continuation: @escaping @Sendable () -> Void) throws {
+        try onCompleted(continuation)
+    }
+}
+
+/// Something `await` can wait for: it hands out an ``Awaiter``.
+///
+/// Futures, value futures, ``Future/yield()`` and configured awaits adopt it, and so can your own
+/// types. A non-copyable awaitable (``ValueFuture``) is consumed by `getAwaiter()`, so it can be
+/// awaited once only — the compiler enforces it.
+public protocol Awaitable: ~Copyable {
+    /// The awaiter type.
+    associatedtype AwaiterType: Awaiter
+
+    /// The awaiter for one await.
+    consuming func getAwaiter() -> AwaiterType
+}
+
+/// The runtime's own awaiters register a state machine's box, or a resumer, directly: no closure.
+protocol JobRegisteringAwaiter {
+    /// Registers a suspended state machine's box to resume, capturing the context as configured.
+    func register(box: AnyFuture) throws
+    /// Registers a work item that must run, wherever, when the operation completes.
+    func register(item: WorkItem) throws
+}
+
+extension AnyFuture {
+    /// Registers `box` (a suspended state machine) to resume when this future completes.
+    ///
+    /// The context is captured now, at registration: `SynchronizationContext.current` of the
+    /// registering thread, unless `continueOnCapturedContext` is `false`.
+    final func registerAwait(of box: AnyFuture, continueOnCapturedContext: Bool) {
+        let context = continueOnCapturedContext ? SynchronizationContext.current : nil
+        box.resumeContext = context
+        context?.trackSuspended(box, awaiting: self)
+        onCompletion(.future(box))
+    }
+
+    /// Registers `continuation` to run when this future completes, capturing the context as configured.
+    final func registerAwait(_ continuation: @escaping @Sendable () -> Void, continueOnCapturedContext: Bool) {
+        let context = continueOnCapturedContext ? SynchronizationContext.current : nil
+        onCompletion(.item(ClosureWorkItem(context: context, continuation)))
+    }
+}

@@ -1,0 +1,35 @@
+extension Future where Value == Void {
+    /// An await that always suspends and resumes at once through the queue: on the current
+    /// context if there is one, else on the pool. Lets other queued work run first.
+    public static func yield() -> YieldAwaitable {
+        YieldAwaitable()
+    }
+}
+
+/// The awaitable of ``Future/yield()``.
+public struct YieldAwaitable: Awaitable, Sendable {
+    public func getAwaiter() -> YieldAwaiter {
+        YieldAwaiter()
+    }
+}
+
+/// The awaiter of ``Future/yield()``: never completed, so `await` always suspends.
+public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
+    public var isCompleted: Bool { false }
+
+    public func onCompleted(_ continuation: @escaping @Sendable () -> Void) {
+        let context = SynchronizationContext.current
+        Continuations.dispatch(.item(ClosureWorkItem(context: context, continuation)), mayRunInline: false)
+    }
+
+    public func getResult() {}
+
+    func register(box: AnyFuture) {
+        box.resumeContext = SynchronizationContext.current
+        Continuations.dispatch(.future(box), mayRunInline: false)
+    }
+
+    func register(item: WorkItem) {
+        Continuations.dispatch(.item(item), mayRunInline: false)
+    }
+}

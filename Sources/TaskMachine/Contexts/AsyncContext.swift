@@ -1,0 +1,91 @@
+import Synchronization
+
+/// A context that pumps on the calling thread until the work started in it is done.
+///
+/// ``run(_:)-swift.type.method`` installs the context on the calling thread, calls the body,
+/// then runs every continuation that comes back to the context until the body's future and every
+/// fire-and-forget method started in it have completed. It gives a console program or a test the
+/// single-threaded, ordered behaviour of a UI thread, on the thread it already has.
+///
+/// ```swift
+/// let total = try AsyncContext.run { addAfterDelay(20, 22) }   // 42
+/// ```
+///
+/// An error from a fire-and-forget method started inside is rethrown by `run` once all work is
+/// done.
+public final class AsyncContext: SynchronizationContext {
+    private let outstanding = Atomic<Int>(0)
+    private let errors = Mutex<[any Error]>([])
+
+    private override init() {
+        super.init(loop: ContextLoop())
+    }
+
+    public override var name: String { "AsyncContext" }
+
+    public override func post(_ work: @escaping @Sendable () -> Void) {
+        loop!.push(.item(ClosureWorkItem(work)))
+    }
+
+    public override func operationStarted() {
+        outstanding.add(1, ordering: .acquiringAndReleasing)
+    }
+
+    public override func operationCompleted() {
+        if outstanding.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            loop!.wake()
+        }
+    }
+
+    /// Keeps the error; ``run(_:)-swift.type.method`` rethrows the first once its work is done.
+    public override func reportUnhandledError(_ error: any Error) {
+        errors.withLock { $0.append(error) }
+    }
+
+    /// Runs `body` with an `AsyncContext` current on this thread, pumps until the future it returns
+    /// and every fire-and-forget method started inside have completed, and returns the value.
+    ///
+    /// - Throws: the first error of a fire-and-forget method started inside, else the future's error.
+    public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
+        let context = AsyncContext()
+        let future: Future<Value>? = try context.pump {
+            let future = try body()
+            context.operationStarted()
+            future.onCompletion(.item(ClosureWorkItem(context: context) { context.operationCompleted() }))
+            return future
+        }
+        return try future!.getResult()
+    }
+
+    /// Runs `body` — typically one that starts fire-and-forget methods — with an `AsyncContext`
+    /// current on this thread, and pumps until every operation started inside has completed.
+    ///
+    /// - Throws: the first error of a fire-and-forget method started inside, or the body's error.
+    public static func run(_ body: () throws -> Void) throws {
+        let context = AsyncContext()
+        _ = try context.pump { try body() }
+    }
+
+    private func pump<Result>(_ body: () throws -> Result) throws -> Result? {
+        let thread = ThreadState.current
+        let saved = (thread.synchronizationContext, thread.ownedContext)
+        thread.synchronizationContext = self
+        thread.ownedContext = self
+        loop!.setOwner(thread)
+        defer {
+            thread.synchronizationContext = saved.0
+            thread.ownedContext = saved.1
+            loop!.setOwner(nil)
+        }
+        var bodyResult: Result?
+        var bodyError: (any Error)?
+        do { bodyResult = try body() } catch { bodyError = error }
+        loop!.pump(until: { outstanding.load(ordering: .acquiring) == 0 })
+        if let first = errors.withLock({ $0.first }) { throw first }
+        if let bodyError { throw bodyError }
+        return bodyResult
+    }
+}
+
+// Safe to share: its counters are atomics and its errors sit under a mutex.
+extension AsyncContext: @unchecked Sendable {}

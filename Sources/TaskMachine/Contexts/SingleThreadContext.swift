@@ -1,0 +1,146 @@
+import Glibc
+import Synchronization
+
+/// A context with a thread of its own that runs everything posted to it, one job at a time, in
+/// order — the part a UI thread plays in the lesson.
+///
+/// Awaits that start on its thread resume on its thread. Blocking that thread on a future whose
+/// continuation must come back to it is the classic deadlock; ``Future/wait()`` detects it and
+/// throws ``DeadlockError`` instead of hanging.
+///
+/// ```swift
+/// let ui = SingleThreadContext(name: "ui")
+/// let result = ui.run { loadAndShowAsync() }   // runs on "ui"; its awaits come back to "ui"
+/// print(try result.wait())
+/// ui.shutdown()
+/// ```
+///
+/// Call ``shutdown()`` when done: it runs what is queued and joins the thread.
+public final class SingleThreadContext: SynchronizationContext {
+    private let contextName: String
+    private let outstanding = Atomic<Int>(0)
+    private let thread = Mutex<pthread_t?>(nil)
+    private let unhandled: (@Sendable (any Error) -> Void)?
+
+    /// Starts a context and its thread.
+    ///
+    /// - Parameters:
+    ///   - name: the context's and the thread's name.
+    ///   - unhandledErrorHandler: receives errors of fire-and-forget methods that captured this
+    ///     context, on its thread; by default they go to ``ErrorReporting/unhandledErrorHandler``.
+    public init(name: String = "single-thread", unhandledErrorHandler: (@Sendable (any Error) -> Void)? = nil) {
+        contextName = name
+        unhandled = unhandledErrorHandler
+        super.init(loop: ContextLoop())
+        let started = Parker()
+        let handle = spawnThread(name: name, role: .contextLoop) { [self] in
+            let state = ThreadState.current
+            state.synchronizationContext = self
+            state.ownedContext = self
+            loop!.setOwner(state)
+            started.unpark()
+            loop!.pump(until: { false })
+            state.synchronizationContext = nil
+            state.ownedContext = nil
+        }
+        thread.withLock { $0 = handle }
+        RuntimeStatistics.contextThreadStarted()
+        while !loop!.hasOwner { started.park() }
+    }
+
+    public override var name: String { contextName }
+
+    /// Whether the calling thread is this context's thread.
+    public var isCurrentThread: Bool { loop!.isOwnedByCurrentThread }
+
+    /// Operations started and not yet completed (fire-and-forget methods that captured this context).
+    public var outstandingOperations: Int { outstanding.load(ordering: .relaxed) }
+
+    public override func post(_ work: @escaping @Sendable () -> Void) {
+        loop!.push(.item(ClosureWorkItem(work)))
+    }
+
+    /// Runs `work` on this context's thread and returns once it has run. On the context's own
+    /// thread it runs inline.
+    public override func send(_ work: @Sendable () -> Void) {
+        if isCurrentThread {
+            work()
+            return
+        }
+        let done = Parker()
+        let finished = Atomic<Bool>(false)
+        withoutActuallyEscaping(work) { work in
+            // `work` does not outlive this call, which blocks until the job has run it.
+            let escaped = work
+            loop!.push(
+                .item(
+                    ClosureWorkItem {
+                        escaped()
+                        finished.store(true, ordering: .releasing)
+                        done.unpark()
+                    }))
+            while !finished.load(ordering: .acquiring) { done.park() }
+        }
+    }
+
+    /// Runs `body` on this context's thread and returns a future of its result.
+    public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) -> Future<Value> {
+        let promise = Promise<Value>()
+        post {
+            do { promise.trySucceed(try body()) } catch {
+                _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+            }
+        }
+        return promise.future
+    }
+
+    /// Runs `body`, an async method, on this context's thread and returns the future it returns.
+    public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Future<Value>) -> Future<Value> {
+        let promise = Promise<Value>()
+        post {
+            do {
+                let inner = try body()
+                inner.onCompletion(.item(ClosureWorkItem { _ = promise.future.tryComplete(from: inner) }))
+            } catch {
+                _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+            }
+        }
+        return promise.future
+    }
+
+    public override func operationStarted() {
+        outstanding.add(1, ordering: .relaxed)
+    }
+
+    public override func operationCompleted() {
+        outstanding.subtract(1, ordering: .relaxed)
+    }
+
+    public override func reportUnhandledError(_ error: any Error) {
+        let handler = unhandled
+        post {
+            if let handler { handler(error) } else { ErrorReporting.reportUnhandled(error) }
+        }
+    }
+
+    /// Runs everything queued, stops the thread and waits for it to exit. Posting afterwards
+    /// queues work that never runs. Calling it from the context's own thread is refused.
+    /// - Throws: ``InvalidArgumentError`` when called on the context's own thread.
+    public func shutdown() throws {
+        guard !isCurrentThread else {
+            throw InvalidArgumentError("a SingleThreadContext cannot shut down from its own thread")
+        }
+        guard
+            let handle = thread.withLock({ state -> pthread_t? in
+                defer { state = nil }
+                return state
+            })
+        else { return }
+        loop!.stop()
+        pthread_join(handle, nil)
+        RuntimeStatistics.contextThreadExited()
+    }
+}
+
+// Safe to share: its state is atomics, a mutex and the loop's mutex.
+extension SingleThreadContext: @unchecked Sendable {}

@@ -1,0 +1,67 @@
+/// The error `wait()` throws instead of blocking forever: the future it would wait for can only
+/// complete after a continuation runs on the context whose thread the wait would block.
+public struct DeadlockError: Error, Sendable, CustomStringConvertible {
+    /// The context whose thread was about to block.
+    public let contextName: String
+    /// The chain of awaits, from the future `wait()` was called on down to the operation the last
+    /// state machine awaits; that machine must resume on ``contextName``.
+    public let chain: [String]
+
+    public var description: String {
+        var text = "wait() would deadlock: "
+        if chain.count >= 2 {
+            text += chain.dropLast().joined(separator: " awaits ")
+            text += " awaits \(chain.last!), and must resume on \"\(contextName)\""
+        } else {
+            text += "\(chain.first ?? "the future") must resume on \"\(contextName)\""
+        }
+        text += " — the thread this wait() blocks. Await instead of blocking, "
+        text += "or configureAwait(false) in the awaited code."
+        return text
+    }
+}
+
+enum DeadlockDetector {
+    /// Futures the walk may visit before it gives up (and lets the wait block).
+    static let visitLimit = 10_000
+
+    /// The deadlock that blocking `thread` until `target` completes would cause, if any.
+    ///
+    /// Every state machine suspended on the thread's context is blocked while the thread is, and so
+    /// is everything that awaits it, so the futures above such a machine cannot complete or drop
+    /// continuations during the walk: reading their slots from here is safe.
+    static func detect(waitingFor target: AnyFuture, on thread: ThreadState) -> DeadlockError? {
+        guard let context = thread.ownedContext, let loop = context.loop else { return nil }
+        for (box, awaited) in loop.suspendedBoxes {
+            if let path = path(from: box, upTo: target) {
+                return DeadlockError(
+                    contextName: context.name,
+                    chain: path.map(\.diagnosticName) + [awaited.diagnosticName])
+            }
+        }
+        return nil
+    }
+
+    /// The awaits from `target` down to `start`, following continuations upward from `start`.
+    private static func path(from start: AnyFuture, upTo target: AnyFuture) -> [AnyFuture]? {
+        var queue: [(future: AnyFuture, path: [AnyFuture])] = [(start, [start])]
+        var visited: Set<ObjectIdentifier> = [ObjectIdentifier(start)]
+        var head = 0
+        while head < queue.count && head < visitLimit {
+            let (future, path) = queue[head]
+            head += 1
+            if future === target { return path.reversed() }
+            for job in future.pendingContinuations {
+                let awaiter: AnyFuture?
+                switch job {
+                case .future(let box): awaiter = box
+                case .item(let item): awaiter = item.dependentFuture
+                }
+                if let awaiter, visited.insert(ObjectIdentifier(awaiter)).inserted {
+                    queue.append((awaiter, path + [awaiter]))
+                }
+            }
+        }
+        return nil
+    }
+}

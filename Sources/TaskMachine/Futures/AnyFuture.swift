@@ -1,0 +1,333 @@
+import Synchronization
+
+/// The part of every future that does not depend on its value type: status, errors, and the
+/// continuation slot.
+///
+/// `Future<Value>` is the type to use; `AnyFuture` lets code hold futures of different value
+/// types together, as `whenAll` over mixed futures and the deadlock detector do.
+///
+/// ## The continuation slot
+/// One atomic word per future holds what must run when it completes. It moves one way only:
+///
+///     empty ──▶ one continuation ──▶ list ──▶ completed
+///       └──────────────┴──────────────────────▲
+///
+/// The common case, one awaiter, never allocates beyond the continuation itself. A second
+/// continuation spills both into a list object that is created once per future and never freed
+/// before it. Completion swaps in `completed` and runs what it took out.
+public class AnyFuture {
+    /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job.
+    let slot = Atomic<UInt>(SlotWord.empty)
+    /// 0 while pending, 1 while one completer writes the outcome, then a `FutureStatus` raw value.
+    let completionState = Atomic<UInt8>(0)
+    /// Continuations past the first; created on demand, once.
+    let spill = AtomicLazyReference<ContinuationList>()
+    /// Set when someone reads the errors, so a failure nobody read can be reported.
+    private let observed = Atomic<Bool>(false)
+    /// The promise asked for continuations to be queued, never run inline by its completer.
+    final let runsContinuationsAsynchronously: Bool
+    /// Errors or the cancelling token; written once by the completer before the slot is published.
+    final var failure: Failure?
+    /// For a state machine's box: the context its pending continuation must run on.
+    final var resumeContext: SynchronizationContext?
+
+    struct Failure {
+        var errors: [any Error]
+        var token: CancellationToken
+    }
+
+    init(runContinuationsAsynchronously: Bool) {
+        self.runsContinuationsAsynchronously = runContinuationsAsynchronously
+    }
+
+    /// Creates a future completed already, without atomics traffic.
+    init(completedWith status: FutureStatus, failure: Failure?) {
+        self.runsContinuationsAsynchronously = false
+        self.failure = failure
+        completionState.store(status.rawValue, ordering: .relaxed)
+        slot.store(SlotWord.completed, ordering: .relaxed)
+    }
+
+    deinit {
+        if completionState.load(ordering: .acquiring) == FutureStatus.failed.rawValue,
+            !observed.load(ordering: .relaxed), let failure
+        {
+            ErrorReporting.reportUnobserved(failure.errors, futureDescription: diagnosticName)
+        }
+        let word = slot.load(ordering: .acquiring)
+        if SlotWord.isJob(word) { Job.releaseWord(word) }
+    }
+
+    // MARK: Status
+
+    /// Where the future is in its life.
+    public final var status: FutureStatus {
+        guard isCompleted else { return .pending }
+        return FutureStatus(rawValue: completionState.load(ordering: .acquiring)) ?? .pending
+    }
+
+    /// Whether the future has completed: succeeded, failed or cancelled.
+    public final var isCompleted: Bool {
+        @inline(__always) get { slot.load(ordering: .acquiring) == SlotWord.completed }
+    }
+
+    /// The errors of a failed future, in the order they were given; empty otherwise.
+    /// Reading them counts as observing the failure.
+    public final var errors: [any Error] {
+        guard status == .failed, let failure else { return [] }
+        markObserved()
+        return failure.errors
+    }
+
+    /// The error awaiting this future would throw: the first error of a failed future, an
+    /// `OperationCancelledError` for a cancelled one, `nil` otherwise.
+    public final var error: (any Error)? {
+        switch status {
+        case .failed:
+            markObserved()
+            return failure?.errors.first
+        case .cancelled:
+            return OperationCancelledError(token: failure?.token ?? .none)
+        case .pending, .succeeded:
+            return nil
+        }
+    }
+
+    /// For a cancelled future, the token that cancelled it (`.none` when cancelled directly).
+    public final var cancellationToken: CancellationToken? {
+        status == .cancelled ? (failure?.token ?? CancellationToken.none) : nil
+    }
+
+    final func markObserved() {
+        observed.store(true, ordering: .relaxed)
+    }
+
+    /// Throws the error of a failed or cancelled future; marks a failure observed.
+    final func throwIfUnsuccessful() throws {
+        switch completionState.load(ordering: .acquiring) {
+        case FutureStatus.failed.rawValue:
+            markObserved()
+            throw failure!.errors[0]
+        case FutureStatus.cancelled.rawValue:
+            throw OperationCancelledError(token: failure?.token ?? .none)
+        default:
+            return
+        }
+    }
+
+    /// A name for diagnostics: deadlock chains, unobserved-error reports, traces.
+    var diagnosticName: String { "future" }
+
+    /// Runs the future as a job: a state machine's box resumes its machine, a `run` future runs its
+    /// body. Plain futures are never queued.
+    func runAsJob() {
+        assertionFailure("\(diagnosticName) is not a runnable future")
+    }
+
+    // MARK: Completion
+
+    /// Claims the right to complete; exactly one caller ever gets `true`.
+    final func reserveCompletion() -> Bool {
+        completionState.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+    }
+
+    /// Publishes the outcome written after `reserveCompletion()` and runs the continuations.
+    ///
+    /// - Parameter forceAsynchronous: queue every continuation, run none inline (cancellation uses it,
+    ///   so that `cancel()` never runs continuations).
+    final func publishCompletion(_ status: FutureStatus, forceAsynchronous: Bool = false) {
+        completionState.store(status.rawValue, ordering: .releasing)
+        // The exchange is the publication: a read-modify-write, which keeps every write above it.
+        let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
+        let inline = !(forceAsynchronous || runsContinuationsAsynchronously)
+        switch taken {
+        case SlotWord.empty:
+            return
+        case SlotWord.list:
+            let jobs = spill.load()!.close()
+            // Queue the rest first, so the one that runs inline delays none of them.
+            for job in jobs.dropFirst() { Continuations.dispatch(job, mayRunInline: false) }
+            if let first = jobs.first { Continuations.dispatch(first, mayRunInline: inline) }
+        default:
+            Continuations.dispatch(Job(takingRetainedWord: taken), mayRunInline: inline)
+        }
+    }
+
+    /// Fails the future with `errors` (at least one) unless it has completed.
+    @discardableResult
+    final func tryFail(_ errors: [any Error], forceAsynchronous: Bool = false) -> Bool {
+        precondition(!errors.isEmpty)
+        guard reserveCompletion() else { return false }
+        failure = Failure(errors: errors, token: .none)
+        publishCompletion(.failed, forceAsynchronous: forceAsynchronous)
+        return true
+    }
+
+    /// Cancels the future unless it has completed.
+    @discardableResult
+    final func tryCancel(token: CancellationToken, forceAsynchronous: Bool = false) -> Bool {
+        guard reserveCompletion() else { return false }
+        failure = Failure(errors: [], token: token)
+        publishCompletion(.cancelled, forceAsynchronous: forceAsynchronous)
+        return true
+    }
+
+    /// Completes the future as a body's error dictates: cancelled for a cancellation through
+    /// `ownToken` (or any cancellation, when `ownToken` is nil), failed otherwise.
+    final func tryComplete(throwing error: any Error, ownToken: CancellationToken?) -> Bool {
+        if let cancelled = error as? OperationCancelledError, ownToken == nil || cancelled.token == ownToken {
+            return tryCancel(token: cancelled.token)
+        }
+        return tryFail([error])
+    }
+
+    // MARK: Continuations
+
+    /// Adds `job` to run when the future completes. Returns `false`, without keeping the job, when
+    /// the future has completed already.
+    final func addContinuation(_ job: Job) -> Bool {
+        var current = slot.load(ordering: .acquiring)
+        while true {
+            switch current {
+            case SlotWord.completed:
+                return false
+            case SlotWord.empty:
+                let word = job.retainedWord()
+                let (exchanged, original) = slot.compareExchange(
+                    expected: SlotWord.empty, desired: word, ordering: .acquiringAndReleasing)
+                if exchanged { return true }
+                Job.releaseWord(word)
+                current = original
+            case SlotWord.list:
+                return spill.load()!.append(job)
+            default:
+                // One continuation is there: move it and this one into the list.
+                let list = spill.load() ?? spill.storeIfNil(ContinuationList())
+                let single = current
+                let moved = list.appendMoving(job) {
+                    let (exchanged, original) = slot.compareExchange(
+                        expected: single, desired: SlotWord.list, ordering: .acquiringAndReleasing)
+                    if !exchanged { current = original }
+                    return exchanged ? Job(takingRetainedWord: single) : nil
+                }
+                if moved { return true }
+            }
+        }
+    }
+
+    /// Adds `job` as a continuation, or queues it at once if the future has completed. A job is
+    /// never run inside the call that registers it.
+    final func onCompletion(_ job: Job) {
+        if !addContinuation(job) {
+            Continuations.dispatch(job, mayRunInline: false)
+        }
+    }
+
+    /// The jobs waiting on a pending future, for the deadlock detector's walk.
+    final var pendingContinuations: [Job] {
+        let word = slot.load(ordering: .acquiring)
+        switch word {
+        case SlotWord.empty, SlotWord.completed: return []
+        case SlotWord.list: return spill.load()?.snapshot() ?? []
+        default:
+            // Safe only while the future cannot complete: the detector walks futures blocked on the
+            // thread that is walking, so nothing can take this job out meanwhile.
+            return [Job(borrowingWord: word)]
+        }
+    }
+}
+
+// The slot and the status are atomics; `failure` and the value are written once, before the slot's
+// publishing exchange, and read only after an acquiring load sees it.
+extension AnyFuture: @unchecked Sendable {}
+
+/// The values of the continuation slot.
+enum SlotWord {
+    static let empty: UInt = 0
+    static let completed: UInt = 1
+    static let list: UInt = 2
+    /// The low bit marks a `WorkItem`; clear, the pointer is an `AnyFuture`.
+    static let itemTag: UInt = 1
+
+    static func isJob(_ word: UInt) -> Bool { word > list }
+}
+
+extension Job {
+    /// The job as a slot word holding one retain.
+    func retainedWord() -> UInt {
+        switch self {
+        case .future(let future):
+            UInt(bitPattern: Unmanaged.passRetained(future).toOpaque())
+        case .item(let item):
+            UInt(bitPattern: Unmanaged.passRetained(item).toOpaque()) | SlotWord.itemTag
+        }
+    }
+
+    /// The job a slot word holds, taking over its retain.
+    init(takingRetainedWord word: UInt) {
+        if word & SlotWord.itemTag != 0 {
+            let pointer = UnsafeRawPointer(bitPattern: word & ~SlotWord.itemTag)!
+            self = .item(Unmanaged<WorkItem>.fromOpaque(pointer).takeRetainedValue())
+        } else {
+            self = .future(Unmanaged<AnyFuture>.fromOpaque(UnsafeRawPointer(bitPattern: word)!).takeRetainedValue())
+        }
+    }
+
+    /// The job a slot word holds, leaving its retain in the slot.
+    init(borrowingWord word: UInt) {
+        if word & SlotWord.itemTag != 0 {
+            let pointer = UnsafeRawPointer(bitPattern: word & ~SlotWord.itemTag)!
+            self = .item(Unmanaged<WorkItem>.fromOpaque(pointer).takeUnretainedValue())
+        } else {
+            self = .future(Unmanaged<AnyFuture>.fromOpaque(UnsafeRawPointer(bitPattern: word)!).takeUnretainedValue())
+        }
+    }
+
+    /// Drops the retain a slot word holds.
+    static func releaseWord(_ word: UInt) {
+        _ = Job(takingRetainedWord: word)
+    }
+}
+
+/// The continuations of a future that has more than one, kept under a lock.
+final class ContinuationList: Sendable {
+    private struct State {
+        var jobs: [Job] = []
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Appends `job` unless the future completed; returns whether it was kept.
+    func append(_ job: Job) -> Bool {
+        state.withLock { state in
+            guard !state.closed else { return false }
+            state.jobs.append(job)
+            return true
+        }
+    }
+
+    /// Under the lock, runs `takeSingle` (which moves the slot from one continuation to `list`) and,
+    /// if it returned the continuation it displaced, appends that and `job`.
+    func appendMoving(_ job: Job, _ takeSingle: () -> Job?) -> Bool {
+        state.withLock { state in
+            guard let single = takeSingle() else { return false }
+            state.jobs.append(single)
+            state.jobs.append(job)
+            return true
+        }
+    }
+
+    /// Closes the list for good and returns its jobs.
+    func close() -> [Job] {
+        state.withLock { state in
+            state.closed = true
+            defer { state.jobs = [] }
+            return state.jobs
+        }
+    }
+
+    func snapshot() -> [Job] {
+        state.withLock { $0.jobs }
+    }
+}

@@ -1,0 +1,183 @@
+import Synchronization
+
+/// Completes `whenAll`'s future when the last input completes. One object serves every input: it
+/// is registered on each, and counts down.
+final class WhenAllCounter<Value: Sendable>: WorkItem {
+    private let inputs: [AnyFuture]
+    private let remaining: Atomic<Int>
+    private let finish: @Sendable ([AnyFuture]) -> Void
+    let output: AnyFuture
+
+    init(inputs: [AnyFuture], output: AnyFuture, finish: @escaping @Sendable ([AnyFuture]) -> Void) {
+        self.inputs = inputs
+        self.output = output
+        self.finish = finish
+        remaining = Atomic(inputs.count)
+        super.init()
+    }
+
+    func start() {
+        for input in inputs { input.onCompletion(.item(self)) }
+    }
+
+    override func run() {
+        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { finish(inputs) }
+    }
+
+    override var dependentFuture: AnyFuture? { output }
+
+    /// Completes `output` as failed (every input's errors, in input order) if any input failed, else
+    /// cancelled if any was; returns `false` when all succeeded and the caller must set the value.
+    static func completeUnsuccessfully(_ output: AnyFuture, from inputs: [AnyFuture]) -> Bool {
+        let errors = inputs.filter { $0.status == .failed }.flatMap(\.errors)
+        if !errors.isEmpty { return output.tryFail(errors) || true }
+        if let cancelled = inputs.first(where: { $0.status == .cancelled }) {
+            return output.tryCancel(token: cancelled.cancellationToken ?? .none) || true
+        }
+        return false
+    }
+}
+
+/// One input of `whenAny`: the first to run completes the shared output with its own future.
+final class WhenAnyEntry<Value: Sendable>: WorkItem {
+    private let input: Future<Value>
+    let output: Future<Future<Value>>
+
+    init(input: Future<Value>, output: Future<Future<Value>>) {
+        self.input = input
+        self.output = output
+        super.init()
+    }
+
+    override func run() { _ = output.trySucceed(input) }
+
+    override var dependentFuture: AnyFuture? { output }
+}
+
+extension Future {
+    /// A future that completes when every one of `futures` has: with their values in order if all
+    /// succeeded; failed, with every error of every failed input, if any failed; else cancelled if
+    /// any was cancelled. It always waits for all of them.
+    public static func whenAll(_ futures: [Future<Value>]) -> Future<[Value]> {
+        guard !futures.isEmpty else { return .succeeded([]) }
+        let output = Future<[Value]>(runsContinuationsAsynchronously: false)
+        let counter = WhenAllCounter<Value>(inputs: futures, output: output) { [output] inputs in
+            if WhenAllCounter<Value>.completeUnsuccessfully(output, from: inputs) { return }
+            _ = output.trySucceed(inputs.map { unsafeDowncast($0, to: Future<Value>.self).storedValue! })
+        }
+        counter.start()
+        return output
+    }
+
+    /// A future that completes when every one of `futures` has; see ``whenAll(_:)-swift.type.method``.
+    public static func whenAll(_ futures: Future<Value>...) -> Future<[Value]> {
+        whenAll(futures)
+    }
+
+    /// A future that completes with the first of `futures` to complete, however it completed.
+    ///
+    /// - Returns: a future of that future; a failed one (``InvalidArgumentError``) for an empty list.
+    public static func whenAny(_ futures: [Future<Value>]) -> Future<Future<Value>> {
+        guard !futures.isEmpty else {
+            return .failed(InvalidArgumentError("whenAny needs at least one future"))
+        }
+        let output = Future<Future<Value>>(runsContinuationsAsynchronously: false)
+        for future in futures {
+            future.onCompletion(.item(WhenAnyEntry(input: future, output: output)))
+            if output.isCompleted { break }
+        }
+        return output
+    }
+
+    /// A future that completes with the first of `futures` to complete; see ``whenAny(_:)-swift.type.method``.
+    public static func whenAny(_ futures: Future<Value>...) -> Future<Future<Value>> {
+        whenAny(futures)
+    }
+}
+
+extension Future where Value == Void {
+    /// A future that completes when every one of `futures`, of any value types, has; it fails or is
+    /// cancelled as ``Future/whenAll(_:)-swift.type.method`` does.
+    public static func whenAll(mixed futures: [AnyFuture]) -> Future<Void> {
+        guard !futures.isEmpty else { return .completed }
+        let output = Future<Void>(runsContinuationsAsynchronously: false)
+        let counter = WhenAllCounter<Void>(inputs: futures, output: output) { [output] inputs in
+            if WhenAllCounter<Void>.completeUnsuccessfully(output, from: inputs) { return }
+            _ = output.trySucceed(())
+        }
+        counter.start()
+        return output
+    }
+}
+
+/// The state of a `waiting(timeout:cancellation:)` call: whichever comes first completes the output.
+final class WaitingRace<Value: Sendable>: TimerEntry {
+    let output: Future<Value>
+    private let timeout: Duration
+    /// Whether the race has a timer in the timer queue (only then may it cancel it).
+    let hasTimer: Bool
+    private let registration = Mutex<CancellationRegistration?>(nil)
+
+    init(output: Future<Value>, timeout: Duration?) {
+        self.output = output
+        self.timeout = timeout ?? .zero
+        hasTimer = timeout != nil
+        super.init(deadline: timeout.map { Clock.deadline(after: $0) } ?? .max)
+    }
+
+    /// The timeout.
+    override func fire() {
+        _ = output.tryFail([TimeoutError(timeout: timeout)])
+        registration.withLock { $0 }?.unregister()
+    }
+
+    func hook(_ token: CancellationToken) {
+        let registered = token.register { [weak self] in
+            guard let self else { return }
+            if output.tryCancel(token: token, forceAsynchronous: true), hasTimer { cancel() }
+        }
+        registration.withLock { $0 = registered }
+    }
+
+    /// The source future completed first.
+    func sourceCompleted(_ source: Future<Value>) {
+        if output.tryComplete(from: source) {
+            if hasTimer { cancel() }
+            registration.withLock { $0 }?.unregister()
+        }
+    }
+
+    override var dependentFuture: AnyFuture? { output }
+}
+
+extension Future {
+    /// A future of this future's result that gives up waiting after `timeout` (failing with
+    /// ``TimeoutError``) or when `cancellation` is cancelled (ending cancelled). This future itself
+    /// is not affected either way.
+    ///
+    /// - Returns: `self` if it has completed; a failed future (``InvalidArgumentError``) for a
+    ///   negative timeout; a cancelled one when `cancellation` is cancelled already.
+    public func waiting(timeout: Duration? = nil, cancellation: CancellationToken = .none) -> Future<Value> {
+        if isCompleted { return self }
+        if let timeout, timeout < .zero {
+            return .failed(InvalidArgumentError("waiting(timeout:) needs a timeout of zero or more, not \(timeout)"))
+        }
+        if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
+        if timeout == nil && !cancellation.canBeCancelled { return self }
+        let output = Future<Value>(runsContinuationsAsynchronously: false)
+        let race = WaitingRace(output: output, timeout: timeout)
+        if cancellation.canBeCancelled { race.hook(cancellation) }
+        onCompletion(.item(ClosureWorkItem { [self] in race.sourceCompleted(self) }))
+        if race.hasTimer { TimerQueue.shared.schedule(race) }
+        return output
+    }
+}
+
+// Safe to share: the counter is atomic and the rest immutable.
+extension WhenAllCounter: @unchecked Sendable {}
+
+// Safe to share: immutable.
+extension WhenAnyEntry: @unchecked Sendable {}
+
+// Safe to share: the registration sits under a mutex, the rest is immutable.
+extension WaitingRace: @unchecked Sendable {}

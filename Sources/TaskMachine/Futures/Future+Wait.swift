@@ -1,0 +1,74 @@
+/// A continuation that wakes a thread blocked in `wait()`.
+final class BlockingWaiter: WorkItem {
+    private let parker: Parker
+
+    init(parker: Parker) {
+        self.parker = parker
+        super.init()
+    }
+
+    override func run() { parker.unpark() }
+}
+
+extension AnyFuture {
+    /// Blocks the calling thread until the future completes or the time runs out (negative: never).
+    /// Returns whether it completed.
+    ///
+    /// - Throws: ``DeadlockError`` when the thread owns a single-threaded context and the future can
+    ///   only complete after a continuation runs on that context.
+    final func blockUntilCompleted(timeoutNanoseconds: Int64) throws -> Bool {
+        if isCompleted { return true }
+        let thread = ThreadState.current
+        if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }
+        // Continuations this thread deferred must not wait for this thread.
+        Continuations.releaseDeferred(thread)
+        onCompletion(.item(BlockingWaiter(parker: thread.parker)))
+        let worker = thread.worker
+        worker?.pool.workerWillBlock()
+        defer { worker?.pool.workerDidUnblock() }
+        let deadline = timeoutNanoseconds < 0 ? Int64.max : Clock.now &+ timeoutNanoseconds
+        while !isCompleted {
+            let remaining = deadline == .max ? -1 : deadline - Clock.now
+            if remaining < 0 && deadline != .max { return false }
+            thread.parker.park(timeoutNanoseconds: remaining)
+            // A job posted to this thread's context wakes it too: look again for a deadlock.
+            if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
+                throw deadlock
+            }
+        }
+        return true
+    }
+}
+
+extension Future {
+    /// Blocks the calling thread until the future completes; returns its value or throws its error.
+    ///
+    /// Prefer `await`: a blocked thread does nothing else. On a pool worker the pool starts another
+    /// worker to make up for the blocked one.
+    ///
+    /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
+    ///   single-threaded context that the future needs in order to complete.
+    @inline(never)
+    public final func wait() throws -> Value {
+        _ = try blockUntilCompleted(timeoutNanoseconds: -1)
+        return try getResult()
+    }
+
+    /// Blocks the calling thread until the future completes or `timeout` passes.
+    ///
+    /// - Throws: ``TimeoutError`` when the time runs out, ``InvalidArgumentError`` for a negative
+    ///   timeout, ``DeadlockError``, or the future's error.
+    @inline(never)
+    public final func wait(timeout: Duration) throws -> Value {
+        guard timeout >= .zero else {
+            throw InvalidArgumentError("wait(timeout:) needs a timeout of zero or more, not \(timeout)")
+        }
+        guard try blockUntilCompleted(timeoutNanoseconds: timeout.totalNanoseconds) else {
+            throw TimeoutError(timeout: timeout)
+        }
+        return try getResult()
+    }
+}
+
+// Safe to share: immutable; the parker is thread-safe.
+extension BlockingWaiter: @unchecked Sendable {}

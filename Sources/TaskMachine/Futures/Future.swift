@@ -1,0 +1,97 @@
+/// A value that will be ready later: the result of an asynchronous operation, awaitable any
+/// number of times, by any number of awaiters.
+///
+/// A future starts *pending* and completes once: *succeeded* with a value, *failed* with one or
+/// more errors, or *cancelled*. Its writing side is a ``Promise``; async methods written as state
+/// machines return the future their builder makes; ``Future/run(cancellation:_:)`` runs a closure
+/// on the pool and returns its future.
+///
+/// ```swift
+/// let promise = Promise<Int>()
+/// let future = promise.future
+/// try promise.succeed(42)
+/// let value = try await future.value   // 42, without suspending: the future has completed
+/// ```
+///
+/// Awaiting a failed future rethrows its first error as it was thrown, not wrapped; a cancelled
+/// one throws ``OperationCancelledError`` carrying the token that cancelled it.
+public class Future<Value: Sendable>: AnyFuture {
+    /// The value of a succeeded future; written once, before the slot's publishing exchange.
+    final var storedValue: Value?
+
+    init(runsContinuationsAsynchronously: Bool) {
+        super.init(runContinuationsAsynchronously: runsContinuationsAsynchronously)
+    }
+
+    init(completedWith value: Value) {
+        storedValue = value
+        super.init(completedWith: .succeeded, failure: nil)
+    }
+
+    override init(completedWith status: FutureStatus, failure: Failure?) {
+        super.init(completedWith: status, failure: failure)
+    }
+
+    // MARK: Completed futures
+
+    /// A future that has succeeded with `value`.
+    public static func succeeded(_ value: Value) -> Future<Value> {
+        Future(completedWith: value)
+    }
+
+    /// A future that has failed with `error`.
+    public static func failed(_ error: any Error) -> Future<Value> {
+        Future(completedWith: .failed, failure: Failure(errors: [error], token: .none))
+    }
+
+    /// A future that was cancelled, through `token` or directly.
+    public static func cancelled(token: CancellationToken = .none) -> Future<Value> {
+        Future(completedWith: .cancelled, failure: Failure(errors: [], token: token))
+    }
+
+    // MARK: Reading
+
+    /// The value of a succeeded future; throws the error of a failed or cancelled one, and
+    /// ``FutureNotCompletedError`` if the future is still pending.
+    public final func getResult() throws -> Value {
+        guard isCompleted else { throw FutureNotCompletedError() }
+        try throwIfUnsuccessful()
+        return storedValue!
+    }
+
+    /// The outcome, once completed: the value, or the error awaiting would throw.
+    public final var result: Result<Value, any Error>? {
+        guard isCompleted else { return nil }
+        return Result { try getResult() }
+    }
+
+    // MARK: Completing
+
+    /// Succeeds the future unless it has completed already.
+    final func trySucceed(_ value: Value, forceAsynchronous: Bool = false) -> Bool {
+        guard reserveCompletion() else { return false }
+        storedValue = value
+        publishCompletion(.succeeded, forceAsynchronous: forceAsynchronous)
+        return true
+    }
+
+    /// Completes this future with the outcome of `other`, which has completed.
+    final func tryComplete(from other: Future<Value>) -> Bool {
+        switch other.status {
+        case .succeeded: return trySucceed(other.storedValue!)
+        case .failed: return tryFail(other.errors)
+        case .cancelled: return tryCancel(token: other.failure?.token ?? .none)
+        case .pending: preconditionFailure("tryComplete(from:) needs a completed future")
+        }
+    }
+
+    override var diagnosticName: String { "Future<\(Value.self)>" }
+}
+
+extension Future where Value == Void {
+    /// A future that has succeeded.
+    public static var completed: Future<Void> { Future(completedWith: ()) }
+}
+
+// Safe to share: the value is written once before the publishing exchange.
+extension Future: @unchecked Sendable {}

@@ -1,0 +1,177 @@
+/// A result that is often ready at once: a value inline, a ``Future``, or a reusable
+/// ``ValueFutureSource`` with a version token — the counterpart of `ValueTask<T>`.
+///
+/// A method that usually completes synchronously (a cache hit, a buffered read) returns its value
+/// inline and allocates nothing; only when it must really wait does it hand out a future or a
+/// pooled source.
+///
+/// A value future is non-copyable and awaiting it consumes it, so it can be awaited **once**; a
+/// second await does not compile (`'f' consumed more than once`). To await a result more than once,
+/// or to store it, convert it with ``asFuture()``.
+///
+/// ```swift
+/// func cachedValue(_ key: Int) -> ValueFuture<Int> {
+///     if let hit = cache[key] { return ValueFuture(hit) }   // no allocation
+///     return ValueFuture(loadAsync(key))                    // a real future
+/// }
+/// let value = try await cachedValue(42).get()
+/// ```
+public struct ValueFuture<Value: Sendable>: ~Copyable {
+    @usableFromInline
+    enum Storage {
+        case value(Value)
+        case future(Future<Value>)
+        case source(any ValueFutureSource<Value>, UInt16)
+    }
+
+    @usableFromInline
+    let storage: Storage
+
+    /// A value future holding `value`: completed, with no allocation.
+    @inlinable
+    public init(_ value: Value) {
+        storage = .value(value)
+    }
+
+    /// A value future backed by `future`.
+    public init(_ future: Future<Value>) {
+        storage = .future(future)
+    }
+
+    /// A value future backed by `source`, valid while the source's version is `token`.
+    public init(source: any ValueFutureSource<Value>, token: UInt16) {
+        storage = .source(source, token)
+    }
+
+    /// Whether the result is ready. For a source whose version moved on, `true`: awaiting then
+    /// throws ``ValueFutureSourceError/staleToken(expected:found:)`` at once.
+    public var isCompleted: Bool {
+        switch storage {
+        case .value: true
+        case .future(let future): future.isCompleted
+        case .source(let source, let token): (try? source.status(token: token).isCompleted) ?? true
+        }
+    }
+
+    /// A future of the same result, which can be awaited any number of times and stored.
+    /// Allocates only when the value future held an inline value or a source.
+    public consuming func asFuture() -> Future<Value> {
+        switch storage {
+        case .value(let value):
+            return Future(completedWith: value)
+        case .future(let future):
+            return future
+        case .source(let source, let token):
+            let promise = Promise<Value>()
+            let forward = ClosureWorkItem {
+                do { promise.trySucceed(try source.getResult(token: token)) } catch {
+                    _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+                }
+            }
+            do {
+                if try source.status(token: token).isCompleted {
+                    forward.run()
+                } else {
+                    try source.onCompleted(token: token, AwaitContinuation(job: .item(forward)))
+                }
+            } catch {
+                _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+            }
+            return promise.future
+        }
+    }
+
+    /// An await of this value future that returns to the captured context only when
+    /// `continueOnCapturedContext` is `true`.
+    public consuming func configureAwait(_ continueOnCapturedContext: Bool) -> ConfiguredValueFuture<Value> {
+        ConfiguredValueFuture(
+            awaiter: ValueFutureAwaiter(storage: storage, continueOnCapturedContext: continueOnCapturedContext))
+    }
+}
+
+extension ValueFuture: Awaitable {
+    /// The awaiter for the one await this value future allows.
+    public consuming func getAwaiter() -> ValueFutureAwaiter<Value> {
+        ValueFutureAwaiter(storage: storage, continueOnCapturedContext: true)
+    }
+}
+
+extension ValueFuture {
+    /// Awaits the result from Swift async code: returns at once, with no suspension and no
+    /// allocation, when the value is inline.
+    @inlinable
+    public consuming func get() async throws -> Value {
+        if case .value(let value) = storage { return value }
+        return try await getAwaiter().awaitResult()
+    }
+}
+
+/// A value future with an await option, from ``ValueFuture/configureAwait(_:)``; awaitable once.
+public struct ConfiguredValueFuture<Value: Sendable>: ~Copyable, Awaitable {
+    let awaiter: ValueFutureAwaiter<Value>
+
+    public consuming func getAwaiter() -> ValueFutureAwaiter<Value> { awaiter }
+}
+
+/// The awaiter of a ``ValueFuture``.
+public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter {
+    @usableFromInline
+    let storage: ValueFuture<Value>.Storage
+    let continueOnCapturedContext: Bool
+
+    init(storage: ValueFuture<Value>.Storage, continueOnCapturedContext: Bool) {
+        self.storage = storage
+        self.continueOnCapturedContext = continueOnCapturedContext
+    }
+
+    public var isCompleted: Bool {
+        switch storage {
+        case .value: true
+        case .future(let future): future.isCompleted
+        case .source(let source, let token): (try? source.status(token: token).isCompleted) ?? true
+        }
+    }
+
+    public func onCompleted(_ continuation: @escaping @Sendable () -> Void) throws {
+        let context = continueOnCapturedContext ? SynchronizationContext.current : nil
+        try register(job: .item(ClosureWorkItem(context: context, continuation)))
+    }
+
+    public func getResult() throws -> Value {
+        switch storage {
+        case .value(let value): value
+        case .future(let future): try future.getResult()
+        case .source(let source, let token): try source.getResult(token: token)
+        }
+    }
+
+    func register(box: AnyFuture) throws {
+        switch storage {
+        case .value:
+            Continuations.dispatch(.future(box), mayRunInline: false)
+        case .future(let future):
+            future.registerAwait(of: box, continueOnCapturedContext: continueOnCapturedContext)
+        case .source:
+            box.resumeContext = continueOnCapturedContext ? SynchronizationContext.current : nil
+            try register(job: .future(box))
+        }
+    }
+
+    func register(item: WorkItem) throws {
+        try register(job: .item(item))
+    }
+
+    private func register(job: Job) throws {
+        switch storage {
+        case .value:
+            Continuations.dispatch(job, mayRunInline: false)
+        case .future(let future):
+            future.onCompletion(job)
+        case .source(let source, let token):
+            try source.onCompleted(token: token, AwaitContinuation(job: job))
+        }
+    }
+}
+
+// The storage is a value, a future or a source, all safe to share; the source checks its token.
+extension ValueFutureAwaiter: @unchecked Sendable {}

@@ -1,0 +1,140 @@
+import CTaskMachine
+import Glibc
+import Synchronization
+
+/// The thread pool: worker threads, started on first use, that run queued jobs and sleep when idle.
+///
+/// This first pool shares one FIFO queue under a lock. A worker that blocks in `wait()` tells the
+/// pool, which starts an extra worker when no other is idle, so blocking cannot starve the queue;
+/// extra workers retire after a few idle seconds.
+final class ThreadPool {
+    /// The process-wide pool.
+    static let shared = ThreadPool(workerCount: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+
+    /// One worker thread.
+    final class Worker {
+        let index: Int
+        /// Extra workers, started to compensate for blocked ones, retire when idle.
+        let isExtra: Bool
+        unowned(unsafe) let pool: ThreadPool
+        var state: ThreadState!
+
+        init(index: Int, isExtra: Bool, pool: ThreadPool) {
+            self.index = index
+            self.isExtra = isExtra
+            self.pool = pool
+        }
+    }
+
+    private struct State {
+        var queue = JobQueue()
+        var started = false
+        var workers = 0
+        var idle: [Worker] = []
+        var busy = 0
+        var blocked = 0
+        var nextIndex = 1
+        var enqueued: UInt64 = 0
+    }
+
+    let targetWorkerCount: Int
+    private let state = Mutex(State())
+    /// Idle seconds after which an extra worker retires.
+    static let extraWorkerIdleNanoseconds: Int64 = 5_000_000_000
+
+    init(workerCount: Int) {
+        targetWorkerCount = max(1, workerCount)
+    }
+
+    /// Queues `job` to run on a worker.
+    func enqueue(_ job: Job) {
+        let (toWake, toStart) = state.withLock { state -> (Worker?, Int) in
+            state.queue.push(job)
+            state.enqueued &+= 1
+            if !state.started {
+                state.started = true
+                state.workers = targetWorkerCount
+                return (nil, targetWorkerCount)
+            }
+            // Each idle worker is taken off the list as it is woken: one wake-up per sleeper.
+            return (state.idle.popLast(), 0)
+        }
+        if let toWake { toWake.state.parker.unpark() }
+        for _ in 0..<toStart { startWorker(isExtra: false) }
+    }
+
+    private func startWorker(isExtra: Bool) {
+        let index = state.withLock { state -> Int in
+            defer { state.nextIndex += 1 }
+            return state.nextIndex
+        }
+        let worker = Worker(index: index, isExtra: isExtra, pool: self)
+        let thread = spawnThread(name: "pool-\(index)", role: .poolWorker) { [worker] in
+            worker.state = ThreadState.current
+            worker.state.worker = worker
+            worker.pool.runWorker(worker)
+        }
+        pthread_detach(thread)
+    }
+
+    private func runWorker(_ worker: Worker) {
+        let threadState = worker.state!
+        while true {
+            let next = state.withLock { state -> Job? in
+                if let job = state.queue.pop() {
+                    state.busy += 1
+                    return job
+                }
+                state.idle.append(worker)
+                return nil
+            }
+            if let next {
+                next.run()
+                state.withLock { $0.busy -= 1 }
+                continue
+            }
+            let woken = threadState.parker.park(
+                timeoutNanoseconds: worker.isExtra ? Self.extraWorkerIdleNanoseconds : -1)
+            if !woken && worker.isExtra {
+                let retire = state.withLock { state -> Bool in
+                    guard let position = state.idle.firstIndex(where: { $0 === worker }) else { return false }
+                    state.idle.remove(at: position)
+                    state.workers -= 1
+                    return true
+                }
+                if retire { return }
+            }
+            // Woken, or a spurious return: take this worker off the idle list if it is still there.
+            state.withLock { state in
+                if let position = state.idle.firstIndex(where: { $0 === worker }) {
+                    state.idle.remove(at: position)
+                }
+            }
+        }
+    }
+
+    /// Called by a worker about to block: starts an extra worker if no other could take queued work.
+    func workerWillBlock() {
+        let startExtra = state.withLock { state -> Bool in
+            state.blocked += 1
+            guard state.idle.isEmpty else { return false }
+            state.workers += 1
+            return true
+        }
+        if startExtra { startWorker(isExtra: true) }
+    }
+
+    /// Called by a worker when its blocking call returns.
+    func workerDidUnblock() {
+        state.withLock { $0.blocked -= 1 }
+    }
+
+    /// A snapshot of the pool's threads.
+    var counts: (workers: Int, busy: Int, idle: Int, blocked: Int) {
+        state.withLock { ($0.workers, $0.busy, $0.idle.count, $0.blocked) }
+    }
+}
+
+// All mutable state is inside the mutex; workers are handed to their own threads once.
+extension ThreadPool: @unchecked Sendable {}
+extension ThreadPool.Worker: @unchecked Sendable {}

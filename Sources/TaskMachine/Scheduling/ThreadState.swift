@@ -1,0 +1,134 @@
+import CTaskMachine
+import Glibc
+
+/// What the runtime keeps per thread: the current synchronization context, the trampoline that
+/// keeps chains of inline continuations from growing the stack, the thread's parker, and its role.
+///
+/// Reached through a C thread-local pointer (one load) and released by a pthread key destructor
+/// when the thread exits.
+final class ThreadState {
+    /// The context continuations captured on this thread will return to.
+    var synchronizationContext: SynchronizationContext?
+    /// The single-threaded context whose loop runs on this thread, if any.
+    var ownedContext: SynchronizationContext?
+    /// The pool worker running on this thread, if any.
+    var worker: ThreadPool.Worker?
+    /// Wakes this thread when it sleeps: in the pool, in a context's loop, or in a blocking wait.
+    let parker = Parker()
+    let name: String
+    let role: RuntimeThread.Role
+    let kernelID: Int64
+
+    /// How many continuations are running inline, nested, on this stack.
+    var inlineDepth = 0
+    /// Continuations deferred by the trampoline; drained by the outermost inline run.
+    var deferred: [Job] = []
+    var deferredHead = 0
+
+    init(name: String, role: RuntimeThread.Role) {
+        self.name = name
+        self.role = role
+        self.kernelID = tm_current_thread_id()
+    }
+
+    /// The calling thread's state, created on first use.
+    static var current: ThreadState {
+        @inline(__always) get {
+            if let raw = tm_thread_state_get() {
+                return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
+            }
+            return adoptCurrentThread(name: nil, role: nil)
+        }
+    }
+
+    /// The calling thread's state if it has one; never creates it.
+    static var currentIfPresent: ThreadState? {
+        guard let raw = tm_thread_state_get() else { return nil }
+        return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Creates the state of a thread the runtime did not start, or of one of its own threads at start.
+    @discardableResult
+    static func adoptCurrentThread(name: String?, role: RuntimeThread.Role?) -> ThreadState {
+        let isMain = getpid() == Int32(truncatingIfNeeded: tm_current_thread_id())
+        let state = ThreadState(
+            name: name ?? (isMain ? "main" : "thread \(tm_current_thread_id())"),
+            role: role ?? (isMain ? .main : .other)
+        )
+        let raw = Unmanaged.passRetained(state).toOpaque()
+        tm_thread_state_set(raw)
+        pthread_setspecific(threadStateKey, raw)
+        return state
+    }
+}
+
+/// Releases a thread's state when the thread exits.
+private let threadStateKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { raw in
+        guard let raw else { return }
+        tm_thread_state_set(nil)
+        Unmanaged<ThreadState>.fromOpaque(raw).release()
+    }
+    return key
+}()
+
+/// A description of a thread as the runtime sees it: for logs, traces and the tour.
+public struct RuntimeThread: Sendable, Hashable, CustomStringConvertible {
+    /// What a thread is for.
+    public enum Role: String, Sendable {
+        /// The process's first thread.
+        case main
+        /// A thread-pool worker.
+        case poolWorker = "pool worker"
+        /// The timer thread.
+        case timer
+        /// The loop thread of a `SingleThreadContext`.
+        case contextLoop = "context loop"
+        /// Any other thread.
+        case other
+    }
+
+    /// The thread's name: `main`, `pool-1`, `timer`, a context's name, or `thread <id>`.
+    public let name: String
+    /// The role the runtime gave the thread.
+    public let role: Role
+    /// The kernel's thread id.
+    public let kernelID: Int64
+
+    /// The calling thread.
+    public static var current: RuntimeThread {
+        let state = ThreadState.current
+        return RuntimeThread(name: state.name, role: state.role, kernelID: state.kernelID)
+    }
+
+    public var description: String { name }
+}
+
+/// Starts a named OS thread running `body`, with its runtime state set up first.
+func spawnThread(name: String, role: RuntimeThread.Role, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+    final class Start: Sendable {
+        let name: String
+        let role: RuntimeThread.Role
+        let body: @Sendable () -> Void
+        init(name: String, role: RuntimeThread.Role, body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.role = role
+            self.body = body
+        }
+    }
+    let start = Unmanaged.passRetained(Start(name: name, role: role, body: body)).toOpaque()
+    var thread = pthread_t()
+    let result = pthread_create(
+        &thread, nil,
+        { raw in
+            let start = Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue()
+            // Linux limits thread names to 15 bytes.
+            tm_set_thread_name(String(start.name.prefix(15)))
+            ThreadState.adoptCurrentThread(name: start.name, role: start.role)
+            start.body()
+            return nil
+        }, start)
+    precondition(result == 0, "TaskMachine could not start thread \(name): error \(result)")
+    return thread
+}

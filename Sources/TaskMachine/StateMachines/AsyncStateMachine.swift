@@ -1,0 +1,169 @@
+/// An async method rewritten as a resumable state machine: what a compiler makes of a method with
+/// `await`s, written out by hand.
+///
+/// The method's body is cut at each `await` into segments; ``moveNext()`` runs one segment, chosen
+/// by a state field, and the method's locals become stored properties so they survive each pause.
+/// At an await that is not complete yet, the segment stores its state and the awaiter, calls
+/// ``awaitUnsafeOnCompleted(_:)`` and returns; when the awaited operation completes, the runtime
+/// calls `moveNext()` again and the machine picks up where it stopped.
+///
+/// ```swift
+/// struct AddAfterDelay: AsyncStateMachine {
+///     var builder = FutureMethodBuilder<Int>()
+///     var state = 0
+///     var a: Int, b: Int
+///     var delay: FutureAwaiter<Void>?
+///
+///     mutating func moveNext() {
+///         do {
+///             if state == 0 {
+///                 let awaiter = Future.delay(.milliseconds(50)).getAwaiter()
+///                 delay = awaiter
+///                 if !awaiter.isCompleted {
+///                     state = 1
+///                     awaitUnsafeOnCompleted(awaiter)
+///                     return            // suspended: the caller gets the future now
+///                 }
+///             }
+///             try delay!.getResult()    // state 1: the continuation
+///             builder.setResult(a + b)
+///         } catch {
+///             builder.setError(error)
+///         }
+///     }
+/// }
+///
+/// func addAfterDelay(_ a: Int, _ b: Int) -> Future<Int> {
+///     var machine = AddAfterDelay(a: a, b: b)
+///     FutureMethodBuilder.start(&machine)
+///     return machine.builder.future
+/// }
+/// ```
+///
+/// The builder runs `moveNext()` synchronously on the caller's thread. Only at the first real
+/// suspension is the machine copied into a heap box; that box is the returned future and is itself
+/// the registered continuation — one allocation per suspended call, none for a call that completes
+/// synchronously through ``ValueFutureMethodBuilder``.
+public protocol AsyncStateMachine {
+    /// The builder that makes the method's future and resumes the machine.
+    associatedtype Builder: AsyncMethodBuilder
+
+    /// The builder, stored in the machine as a compiler would store it.
+    var builder: Builder { get set }
+
+    /// Runs the machine from its current state to its next suspension or to its end.
+    mutating func moveNext()
+}
+
+/// What a state machine's builder does: box the machine at its first suspension and register it as
+/// the continuation of what it awaits.
+public protocol AsyncMethodBuilder {
+    /// Registers `machine` to resume when `awaiter` completes.
+    static func awaitOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
+        _ awaiter: A, _ machine: inout Machine
+    ) where Machine.Builder == Self
+
+    /// Registers `machine` to resume when `awaiter` completes; the runtime's own awaiters take the
+    /// machine's box directly, with no closure.
+    static func awaitUnsafeOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
+        _ awaiter: A, _ machine: inout Machine
+    ) where Machine.Builder == Self
+}
+
+extension AsyncStateMachine {
+    /// Suspends the machine until `awaiter` completes; call it, then return from ``moveNext()``.
+    public mutating func awaitOnCompleted<A: Awaiter>(_ awaiter: A) {
+        Builder.awaitOnCompleted(awaiter, &self)
+    }
+
+    /// Suspends the machine until `awaiter` completes; call it, then return from ``moveNext()``.
+    public mutating func awaitUnsafeOnCompleted<A: Awaiter>(_ awaiter: A) {
+        Builder.awaitUnsafeOnCompleted(awaiter, &self)
+    }
+}
+
+/// The heap box of a suspended state machine: a future of the method's result, and the job that
+/// resumes the machine.
+final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future<Value> {
+    var machine: Machine
+
+    init(machine: Machine) {
+        self.machine = machine
+        super.init(runsContinuationsAsynchronously: false)
+    }
+
+    override func runAsJob() {
+        if let context = resumeContext {
+            context.untrackSuspended(self)
+            resumeContext = nil
+        }
+        machine.moveNext()
+    }
+
+    override var diagnosticName: String { "\(Machine.self)" }
+}
+
+/// How a builder refers to its box: the stack copy of the machine owns it, the boxed copy only
+/// points at the box it lives in (owning it would be a cycle).
+enum BoxReference<Value: Sendable> {
+    case none
+    case owned(Future<Value>)
+    case inside(Unmanaged<Future<Value>>)
+
+    var future: Future<Value>? {
+        switch self {
+        case .none: nil
+        case .owned(let future): future
+        case .inside(let box): box.takeUnretainedValue()
+        }
+    }
+}
+
+/// The builders that box a machine into a `Future<Value>` at its first suspension.
+protocol BoxingMethodBuilder: AsyncMethodBuilder {
+    associatedtype Value: Sendable
+    var box: BoxReference<Value> { get set }
+}
+
+extension BoxingMethodBuilder {
+    /// The machine's box, created and filled with a copy of the machine on the first suspension.
+    static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Future<Value>
+    where Machine.Builder == Self {
+        if let existing = machine.builder.box.future { return existing }
+        let box = StateMachineBox<Machine, Value>(machine: machine)
+        box.machine.builder.box = .inside(Unmanaged.passUnretained(box))
+        machine.builder.box = .owned(box)
+        return box
+    }
+
+    /// Registers the machine's box on `awaiter`.
+    static func suspend<A: Awaiter, Machine: AsyncStateMachine>(on awaiter: A, _ machine: inout Machine)
+    where Machine.Builder == Self {
+        let box = box(for: &machine)
+        do {
+            if let runtimeAwaiter = awaiter as? any JobRegisteringAwaiter {
+                try runtimeAwaiter.register(box: box)
+            } else {
+                try awaiter.unsafeOnCompleted { Continuations.dispatch(.future(box), mayRunInline: true) }
+            }
+        } catch {
+            // The awaiter refused the continuation (a misused value-future source): the method fails.
+            _ = box.tryComplete(throwing: error, ownToken: nil)
+        }
+    }
+
+    public static func awaitOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
+        _ awaiter: A, _ machine: inout Machine
+    ) where Machine.Builder == Self {
+        suspend(on: awaiter, &machine)
+    }
+
+    public static func awaitUnsafeOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
+        _ awaiter: A, _ machine: inout Machine
+    ) where Machine.Builder == Self {
+        suspend(on: awaiter, &machine)
+    }
+}
+
+// Safe to share: the machine is touched only by the one job that resumes it at a time.
+extension StateMachineBox: @unchecked Sendable {}

@@ -1,0 +1,51 @@
+/// The builder of an async method that returns a ``Future`` — the counterpart of an async method
+/// returning `Task<T>`.
+///
+/// `start` runs the machine synchronously up to its first suspension. A method that completes
+/// without suspending returns a completed future (one allocation: the future). One that suspends
+/// returns its box, which is also its continuation (one allocation in all).
+public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
+    var box: BoxReference<Value> = .none
+
+    /// Creates the builder a machine stores.
+    public init() {}
+
+    /// Runs `machine` up to its first suspension or its end, on the calling thread.
+    public static func start<Machine: AsyncStateMachine>(_ machine: inout Machine)
+    where Machine.Builder == FutureMethodBuilder<Value> {
+        machine.moveNext()
+    }
+
+    /// The method's future. Read it after ``start(_:)``.
+    public var future: Future<Value> {
+        guard let future = box.future else {
+            preconditionFailure("FutureMethodBuilder.future read before start(_:) completed or suspended the machine")
+        }
+        return future
+    }
+
+    /// Completes the method with `value`.
+    public mutating func setResult(_ value: Value) {
+        if let future = box.future {
+            _ = future.trySucceed(value)
+        } else {
+            box = .owned(Future(completedWith: value))
+        }
+    }
+
+    /// Completes the method with `error`: cancelled for an ``OperationCancelledError``, failed otherwise.
+    public mutating func setError(_ error: any Error) {
+        if let future = box.future {
+            _ = future.tryComplete(throwing: error, ownToken: nil)
+        } else if let cancelled = error as? OperationCancelledError {
+            box = .owned(Future.cancelled(token: cancelled.token))
+        } else {
+            box = .owned(Future.failed(error))
+        }
+    }
+}
+
+extension FutureMethodBuilder where Value == Void {
+    /// Completes the method.
+    public mutating func setResult() { setResult(()) }
+}

@@ -1,0 +1,103 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+struct TestError: Error, Equatable {
+    let code: Int
+}
+
+@Suite struct FutureTests {
+    @Test func aPromiseCompletesItsFutureOnceAndTheFirstOutcomeStands() throws {
+        let promise = Promise<Int>()
+        #expect(promise.future.status == .pending)
+        try promise.succeed(1)
+        #expect(promise.future.status == .succeeded)
+        #expect(throws: PromiseError.alreadyCompleted(.succeeded)) { try promise.succeed(2) }
+        #expect(!promise.trySucceed(3))
+        #expect(!promise.tryFail(TestError(code: 1)))
+        #expect(!promise.tryCancel())
+        #expect(try promise.future.getResult() == 1)
+    }
+
+    @Test func awaitingAFailedFutureRethrowsTheOriginalError() async throws {
+        let promise = Promise<Int>()
+        try promise.fail(TestError(code: 7))
+        await #expect(throws: TestError(code: 7)) { try await promise.future.value }
+        #expect(promise.future.status == .failed)
+    }
+
+    @Test func aFutureCarriesSeveralErrorsAndRethrowsTheFirst() throws {
+        let promise = Promise<Void>()
+        try promise.fail(errors: [TestError(code: 1), TestError(code: 2)])
+        #expect(throws: TestError(code: 1)) { try promise.future.getResult() }
+        #expect(promise.future.errors.compactMap { $0 as? TestError } == [TestError(code: 1), TestError(code: 2)])
+        #expect(throws: PromiseError.noErrors) { try Promise<Void>().fail(errors: []) }
+    }
+
+    @Test func aCancelledFutureThrowsACancellationErrorCarryingItsToken() throws {
+        let source = CancellationTokenSource()
+        let promise = Promise<Int>()
+        try promise.cancel(token: source.token)
+        #expect(promise.future.status == .cancelled)
+        do {
+            _ = try promise.future.getResult()
+            Issue.record("expected a cancellation error")
+        } catch let error as OperationCancelledError {
+            #expect(error.token == source.token)
+        }
+        #expect(promise.future.cancellationToken == source.token)
+    }
+
+    @Test func factoriesMakeCompletedFutures() throws {
+        #expect(try Future.succeeded(5).getResult() == 5)
+        #expect(Future<Int>.failed(TestError(code: 3)).status == .failed)
+        #expect(Future<Int>.failed(TestError(code: 3)).errors.count == 1)
+        #expect(Future<Int>.cancelled().status == .cancelled)
+        #expect(Future.completed.isCompleted)
+    }
+
+    @Test func readingAPendingFutureIsAClearError() {
+        #expect(throws: FutureNotCompletedError.self) { try Promise<Int>().future.getResult() }
+    }
+
+    @Test func continuationsMoveFromOneToAListAndAllRunOnce() throws {
+        let promise = Promise<Int>()
+        let runs = Mutex<[Int]>([])
+        for index in 0..<5 {
+            try promise.future.getAwaiter().onCompleted { runs.withLock { $0.append(index) } }
+        }
+        #expect(promise.future.slot.load(ordering: .acquiring) == SlotWord.list)
+        try promise.succeed(1)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while runs.withLock({ $0.count }) < 5 && ContinuousClock.now < deadline { usleepish() }
+        #expect(runs.withLock { $0.sorted() } == [0, 1, 2, 3, 4])
+    }
+
+    @Test func theOnlyContinuationRunsInlineOnTheCompletingThread() throws {
+        let promise = Promise<Int>()
+        let ranOn = Mutex<RuntimeThread?>(nil)
+        promise.future.getAwaiter().onCompleted { ranOn.withLock { $0 = RuntimeThread.current } }
+        try promise.succeed(1)
+        #expect(ranOn.withLock { $0 } == RuntimeThread.current)
+    }
+
+    @Test func runContinuationsAsynchronouslyNeverRunsOnTheCompletingThread() throws {
+        let promise = Promise<Int>(runContinuationsAsynchronously: true)
+        let ranOn = Mutex<RuntimeThread?>(nil)
+        promise.future.getAwaiter().onCompleted { ranOn.withLock { $0 = RuntimeThread.current } }
+        try promise.succeed(1)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ranOn.withLock({ $0 }) == nil && ContinuousClock.now < deadline { usleepish() }
+        #expect(ranOn.withLock { $0 } != nil)
+        #expect(ranOn.withLock { $0 } != RuntimeThread.current)
+        #expect(ranOn.withLock { $0 }?.role == .poolWorker)
+    }
+}
+
+/// A short sleep for polling loops in tests.
+func usleepish() {
+    var request = timespec(tv_sec: 0, tv_nsec: 200_000)
+    nanosleep(&request, nil)
+}
