@@ -39,7 +39,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TaskMachineTests",
-            dependencies: ["TaskMachine", "TaskMachineTour", "CAllocationCounter"],
+            dependencies: ["TaskMachine", "TaskMachineTour", "CAllocationCounter", "CTaskMachine"],
             swiftSettings: strictSwift
         ),
     ]

@@ -67,19 +67,10 @@ public final class SingleThreadContext: SynchronizationContext {
             work()
             return
         }
-        let done = Parker()
-        let finished = Atomic<Bool>(false)
         withoutActuallyEscaping(work) { work in
-            // `work` does not outlive this call, which blocks until the job has run it.
-            let escaped = work
-            loop!.push(
-                .item(
-                    ClosureWorkItem {
-                        escaped()
-                        finished.store(true, ordering: .releasing)
-                        done.unpark()
-                    }))
-            while !finished.load(ordering: .acquiring) { done.park() }
+            let job = SendJob(work)
+            loop!.push(.item(job))
+            job.waitUntilRun()
         }
     }
 
@@ -144,3 +135,31 @@ public final class SingleThreadContext: SynchronizationContext {
 
 // Safe to share: its state is atomics, a mutex and the loop's mutex.
 extension SingleThreadContext: @unchecked Sendable {}
+
+/// The job behind `send`: runs a borrowed closure, drops it, then wakes the sender, so the closure
+/// never outlives the `send` call that lent it.
+private final class SendJob: WorkItem {
+    // Cleared by `run` before the sender is woken; read and written only by the one job run.
+    private var work: (@Sendable () -> Void)?
+    private let finished = Atomic<Bool>(false)
+    private let sender = ThreadState.current.parker
+
+    init(_ work: @escaping @Sendable () -> Void) {
+        self.work = work
+        super.init()
+    }
+
+    override func run() {
+        work?()
+        work = nil
+        finished.store(true, ordering: .releasing)
+        sender.unpark()
+    }
+
+    func waitUntilRun() {
+        while !finished.load(ordering: .acquiring) { sender.park() }
+    }
+}
+
+// Safe to share: `work` is touched by the one run, before the releasing store the sender waits for.
+extension SendJob: @unchecked Sendable {}

@@ -32,14 +32,14 @@ enum DeadlockDetector {
     /// continuations during the walk: reading their slots from here is safe.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState) -> DeadlockError? {
         guard let context = thread.ownedContext, let loop = context.loop else { return nil }
+        // Name the deepest machine that must resume here: the longest chain tells the whole story.
+        var longest: [AnyFuture]?
         for (box, awaited) in loop.suspendedBoxes {
-            if let path = path(from: box, upTo: target) {
-                return DeadlockError(
-                    contextName: context.name,
-                    chain: path.map(\.diagnosticName) + [awaited.diagnosticName])
+            if let path = path(from: box, upTo: target), path.count + 1 > (longest?.count ?? 0) {
+                longest = path + [awaited]
             }
         }
-        return nil
+        return longest.map { DeadlockError(contextName: context.name, chain: $0.map(\.diagnosticName)) }
     }
 
     /// The awaits from `target` down to `start`, following continuations upward from `start`.

@@ -16,8 +16,11 @@ final class WhenAllCounter<Value: Sendable>: WorkItem {
         super.init()
     }
 
+    /// Registers on every input. An input that has completed already counts down at once, so
+    /// `whenAll` over completed futures returns a completed future. (Nothing awaits the output yet,
+    /// so finishing here runs no one's continuation.)
     func start() {
-        for input in inputs { input.onCompletion(.item(self)) }
+        for input in inputs where !input.addContinuation(.item(self)) { run() }
     }
 
     override func run() {
@@ -81,6 +84,7 @@ extension Future {
         guard !futures.isEmpty else {
             return .failed(InvalidArgumentError("whenAny needs at least one future"))
         }
+        if let done = futures.first(where: \.isCompleted) { return .succeeded(done) }
         let output = Future<Future<Value>>(runsContinuationsAsynchronously: false)
         for future in futures {
             future.onCompletion(.item(WhenAnyEntry(input: future, output: output)))

@@ -12,7 +12,7 @@
 /// ```swift
 /// func cachedValue(_ key: Int) -> ValueFuture<Int> {
 ///     if let hit = cache[key] { return ValueFuture(hit) }   // no allocation
-///     return ValueFuture(loadAsync(key))                    // a real future
+///     return ValueFuture(future: loadAsync(key))            // a real future
 /// }
 /// let value = try await cachedValue(42).get()
 /// ```
@@ -34,7 +34,7 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
     }
 
     /// A value future backed by `future`.
-    public init(_ future: Future<Value>) {
+    public init(future: Future<Value>) {
         storage = .future(future)
     }
 

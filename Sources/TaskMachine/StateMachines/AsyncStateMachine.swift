@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An async method rewritten as a resumable state machine: what a compiler makes of a method with
 /// `await`s, written out by hand.
 ///
@@ -85,7 +87,12 @@ extension AsyncStateMachine {
 /// The heap box of a suspended state machine: a future of the method's result, and the job that
 /// resumes the machine.
 final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future<Value> {
-    var machine: Machine
+    /// The machine; dropped once it has completed, as the frame of a finished call would be. A
+    /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
+    /// alive, and releasing a long chain at once would recurse through every deinit.
+    var machine: Machine?
+    /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
+    private let resumptions = Atomic<UInt32>(0)
 
     init(machine: Machine) {
         self.machine = machine
@@ -97,7 +104,15 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
             context.untrackSuspended(self)
             resumeContext = nil
         }
-        machine.moveNext()
+        // One resumption runs at a time, so a plain store suffices; it happens before this
+        // resumption can complete the future, which publishes it to whoever sees the completion.
+        let resumption = resumptions.load(ordering: .relaxed) &+ 1
+        resumptions.store(resumption, ordering: .relaxed)
+        machine!.moveNext()
+        // Completed, and by this resumption (no later one started): the machine is done with.
+        if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
+            machine = nil
+        }
     }
 
     override var diagnosticName: String { "\(Machine.self)" }
@@ -129,10 +144,15 @@ extension BoxingMethodBuilder {
     /// The machine's box, created and filled with a copy of the machine on the first suspension.
     static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Future<Value>
     where Machine.Builder == Self {
-        if let existing = machine.builder.box.future { return existing }
+        var builder = machine.builder
+        if let existing = builder.box.future { return existing }
         let box = StateMachineBox<Machine, Value>(machine: machine)
-        box.machine.builder.box = .inside(Unmanaged.passUnretained(box))
-        machine.builder.box = .owned(box)
+        // Read-modify-write through the getter and setter: unspecialized code reaching `builder`
+        // through a `modify` accessor may allocate the coroutine's frame.
+        builder.box = .inside(Unmanaged.passUnretained(box))
+        box.machine!.builder = builder
+        builder.box = .owned(box)
+        machine.builder = builder
         return box
     }
 

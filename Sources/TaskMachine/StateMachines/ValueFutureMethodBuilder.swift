@@ -22,7 +22,7 @@ public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
         guard let future = box.future else {
             preconditionFailure("ValueFutureMethodBuilder.valueFuture read before start(_:) completed or suspended")
         }
-        return ValueFuture(future)
+        return ValueFuture(future: future)
     }
 
     /// Completes the method with `value`.

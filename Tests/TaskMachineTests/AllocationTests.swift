@@ -1,0 +1,89 @@
+import CAllocationCounter
+import Testing
+
+@testable import TaskMachine
+
+/// Allocations made by `body` on the calling thread, and their bytes; `nil` when the allocator is
+/// not interposed in this process.
+func countAllocations(_ body: () throws -> Void) rethrows -> (count: UInt64, bytes: UInt64)? {
+    guard tm_allocations_interposed() != 0 else { return nil }
+    tm_allocations_begin()
+    var bytes: UInt64 = 0
+    do {
+        try body()
+    } catch {
+        _ = tm_allocations_end(&bytes)
+        throw error
+    }
+    let count = tm_allocations_end(&bytes)
+    return (count, bytes)
+}
+
+@Suite struct AllocationTests {
+    @Test func theAllocationCounterIsInterposed() {
+        #expect(tm_allocations_interposed() != 0)
+    }
+
+    @Test func awaitingACompletedFutureAllocatesNothing() throws {
+        let future = Future.succeeded(1)
+        var sum = 0
+        let counted = try countAllocations {
+            for _ in 0..<1000 {
+                let awaiter = future.getAwaiter()
+                if awaiter.isCompleted { sum += try awaiter.getResult() }
+            }
+        }
+        #expect(sum == 1000)
+        #expect(counted?.count == 0)
+    }
+
+    @Test func aCacheHitThroughTheValueFutureBuilderAllocatesNothing() throws {
+        let never = Promise<Int>().future
+        // Warm up: the first run instantiates generic metadata, once.
+        _ = try CachedLookup.start(key: 42, load: never).getAwaiter().getResult()
+        var sum = 0
+        let counted = try countAllocations {
+            for _ in 0..<1000 {
+                let hit = CachedLookup.start(key: 42, load: never)
+                sum += try hit.getAwaiter().getResult()
+            }
+        }
+        #expect(sum == 42_000)
+        #expect(counted?.count == 0)
+    }
+
+    @Test func awaitingCompletedFuturesFromSwiftAsyncCodeAllocatesNothing() async throws {
+        let future = Future.succeeded(2)
+        _ = try await future.value
+        _ = try await ValueFuture(3).get()
+        tm_allocations_begin()
+        var sum = 0
+        for _ in 0..<100 {
+            sum += try await future.value
+            sum += try await ValueFuture(3).get()
+        }
+        var bytes: UInt64 = 0
+        let count = tm_allocations_end(&bytes)
+        #expect(sum == 500)
+        #expect(count == 0)
+    }
+
+    @Test func aMethodThatSuspendsOnceAllocatesOnlyItsBox() throws {
+        // Warm up: the first run instantiates generic metadata and the thread's state, once.
+        let warmUp = Promise<Int>()
+        _ = DoubleAfter.start(warmUp.future)
+        try warmUp.succeed(1)
+
+        let promise = Promise<Int>()
+        var result: Future<Int>?
+        let counted = try countAllocations {
+            result = DoubleAfter.start(promise.future)
+            try promise.succeed(21)  // resumes the machine inline, on this thread
+        }
+        #expect(try result?.getResult() == 42)
+        #expect(counted?.count == 1)
+        print(
+            "a method suspended once through FutureMethodBuilder: \(counted?.count ?? 0) allocation(s), \(counted?.bytes ?? 0) bytes"
+        )
+    }
+}

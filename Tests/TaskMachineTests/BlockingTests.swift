@@ -1,0 +1,117 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// An async method that awaits `inner` (capturing the context) and returns its value doubled.
+struct DoubleAfter: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    let inner: Future<Int>
+    var awaiter: FutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = inner.getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try awaiter!.getResult() * 2)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ inner: Future<Int>) -> Future<Int> {
+        var machine = DoubleAfter(inner: inner)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
+
+@Suite struct BlockingTests {
+    @Test func waitReturnsTheValueOnceCompleted() throws {
+        let future = Future.run { 6 * 7 }
+        #expect(try future.wait() == 42)
+    }
+
+    @Test func waitWithTimeoutThrowsATimeoutError() {
+        let never = Promise<Int>().future
+        #expect(throws: TimeoutError.self) { try never.wait(timeout: .milliseconds(20)) }
+        #expect(throws: InvalidArgumentError.self) { try never.wait(timeout: .milliseconds(-1)) }
+    }
+
+    @Test func blockingAContextOnItsOwnContinuationIsDiagnosedNotHung() throws {
+        let ui = SingleThreadContext(name: "ui-deadlock")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> String in
+            let doubled = DoubleAfter.start(promise.future)
+            // Completing from another thread later would post the continuation to "ui-deadlock",
+            // whose thread this wait would block.
+            do {
+                _ = try doubled.wait()
+                return "no deadlock"
+            } catch let error as DeadlockError {
+                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
+            }
+        }
+        #expect(try outcome.wait(timeout: .seconds(10)) == "ui-deadlock: DoubleAfter > Future<Int>")
+        promise.trySucceed(1)
+    }
+
+    @Test func aDeadlockThroughNestedMethodsNamesTheWholeChain() throws {
+        let ui = SingleThreadContext(name: "ui-chain")
+        defer { try? ui.shutdown() }
+        let outcome = ui.run { () -> [String] in
+            let inner = DoubleAfter.start(Future.delay(.milliseconds(30)).mapForTests { 5 })
+            let outer = DoubleAfter.start(inner)
+            do {
+                _ = try outer.wait()
+                return []
+            } catch let error as DeadlockError {
+                return error.chain
+            }
+        }
+        let chain = try outcome.wait(timeout: .seconds(10))
+        #expect(chain.first == "DoubleAfter")
+        #expect(chain.count == 3)
+    }
+
+    @Test func waitingOnAContextThreadIsFineWhenTheContinuationDoesNotNeedIt() throws {
+        let ui = SingleThreadContext(name: "ui-nodeadlock")
+        defer { try? ui.shutdown() }
+        let outcome = ui.run { () throws -> Int in
+            let resumed = ResumeWhere.start(awaiting: .delay(.milliseconds(5)), continueOnCapturedContext: false)
+            _ = try resumed.wait(timeout: .seconds(10))
+            return 1
+        }
+        #expect(try outcome.wait(timeout: .seconds(10)) == 1)
+    }
+
+    @Test func aWorkerBlockedInWaitIsCompensatedSoThePoolKeepsRunning() throws {
+        // Block every worker, and more, in wait(); a job queued after them must still run.
+        let gate = Promise<Void>()
+        let blockers = (0..<(RuntimeStatistics.targetPoolWorkers + 2)).map { _ in
+            Future.run { try gate.future.wait(timeout: .seconds(20)) }
+        }
+        let probe = Future.run { 1 }
+        #expect(try probe.wait(timeout: .seconds(10)) == 1)
+        try gate.succeed()
+        for blocker in blockers { try blocker.wait(timeout: .seconds(10)) }
+    }
+}
+
+extension Future {
+    /// Maps the value on completion, for tests that need a future of another type.
+    func mapForTests<Other: Sendable>(_ transform: @escaping @Sendable () -> Other) -> Future<Other> {
+        let promise = Promise<Other>()
+        getAwaiter().onCompleted { promise.trySucceed(transform()) }
+        return promise.future
+    }
+}

@@ -1,0 +1,122 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// Awaits `future` inside a state machine with `continueOnCapturedContext`, then records the thread
+/// the continuation ran on.
+struct ResumeWhere: AsyncStateMachine {
+    var builder = FutureMethodBuilder<RuntimeThread>()
+    var state = 0
+    let awaited: Future<Void>
+    let continueOnCapturedContext: Bool
+    var awaiter: ConfiguredFutureAwaiter<Void>?
+
+    mutating func moveNext() {
+        if state == 0 {
+            let awaiter = awaited.configureAwait(continueOnCapturedContext).getAwaiter()
+            self.awaiter = awaiter
+            state = 1
+            if !awaiter.isCompleted {
+                awaitUnsafeOnCompleted(awaiter)
+                return
+            }
+        }
+        builder.setResult(RuntimeThread.current)
+    }
+
+    static func start(awaiting future: Future<Void>, continueOnCapturedContext: Bool) -> Future<RuntimeThread> {
+        var machine = ResumeWhere(awaited: future, continueOnCapturedContext: continueOnCapturedContext)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
+
+@Suite struct ContextTests {
+    @Test func anAwaitOnASingleThreadContextResumesOnItsThread() throws {
+        let ui = SingleThreadContext(name: "ui-test")
+        defer { try? ui.shutdown() }
+        let resumed = ui.run { ResumeWhere.start(awaiting: .delay(.milliseconds(5)), continueOnCapturedContext: true) }
+        #expect(try resumed.wait(timeout: .seconds(10)).name == "ui-test")
+    }
+
+    @Test func configureAwaitFalseResumesOnThePoolInstead() throws {
+        let ui = SingleThreadContext(name: "ui-test2")
+        defer { try? ui.shutdown() }
+        let resumed = ui.run { ResumeWhere.start(awaiting: .delay(.milliseconds(5)), continueOnCapturedContext: false) }
+        #expect(try resumed.wait(timeout: .seconds(10)).role == .poolWorker)
+    }
+
+    @Test func theContextIsCapturedAtRegistrationNotAtCompletion() throws {
+        let ui = SingleThreadContext(name: "ui-capture")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Void>()
+        let resumed = ui.run { ResumeWhere.start(awaiting: promise.future, continueOnCapturedContext: true) }
+        // Wait until the machine has registered its continuation, then complete from this
+        // contextless thread: the continuation must still go back to "ui-capture".
+        while promise.future.slot.load(ordering: .acquiring) == SlotWord.empty { usleepish() }
+        try promise.succeed()
+        #expect(try resumed.wait(timeout: .seconds(10)).name == "ui-capture")
+    }
+
+    @Test func aContinuationForTheCompletingThreadsOwnContextRunsInline() throws {
+        let ui = SingleThreadContext(name: "ui-inline")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Void>()
+        let log = EventLog()
+        let done = ui.run { () -> Future<RuntimeThread> in
+            let resumed = ResumeWhere.start(awaiting: promise.future, continueOnCapturedContext: true)
+            try promise.succeed()  // on "ui-inline": the continuation runs right here, inline
+            log(resumed.isCompleted ? "completed inline" : "queued")
+            return resumed
+        }
+        #expect(try done.wait(timeout: .seconds(10)).name == "ui-inline")
+        #expect(log.all == ["completed inline"])
+    }
+
+    @Test func asyncContextPumpsOnTheCallingThreadUntilWorkIsDone() throws {
+        let caller = RuntimeThread.current
+        let thread = try AsyncContext.run {
+            ResumeWhere.start(awaiting: .delay(.milliseconds(5)), continueOnCapturedContext: true)
+        }
+        #expect(thread == caller)
+    }
+
+    @Test func sendRunsOnTheContextThreadAndWaits() {
+        let ui = SingleThreadContext(name: "ui-send")
+        defer { try? ui.shutdown() }
+        let seen = Mutex<String>("")
+        ui.send { seen.withLock { $0 = RuntimeThread.current.name } }
+        #expect(seen.withLock { $0 } == "ui-send")
+    }
+
+    @Test func currentIsPerThread() throws {
+        let ui = SingleThreadContext(name: "ui-current")
+        defer { try? ui.shutdown() }
+        #expect(SynchronizationContext.current == nil)
+        let inside = ui.run { SynchronizationContext.current === ui }
+        #expect(try inside.wait())
+    }
+
+    @Test func shuttingDownFromTheContextsOwnThreadIsRefused() throws {
+        let ui = SingleThreadContext(name: "ui-shutdown")
+        defer { try? ui.shutdown() }
+        let attempt = ui.run { () throws -> Void in try ui.shutdown() }
+        #expect(throws: InvalidArgumentError.self) { try attempt.wait() }
+    }
+
+    @Test func invalidConfigureAwaitOptionsAreRefused() throws {
+        let future = Future.succeeded(1)
+        #expect(throws: InvalidArgumentError.self) { try future.configureAwait(options: .suppressThrowing) }
+        #expect(throws: InvalidArgumentError.self) { try future.configureAwait(options: .init(rawValue: 0x80)) }
+        let failed = Future<Void>.failed(TestError(code: 9))
+        let awaiter = try failed.configureAwait(options: .suppressThrowing).getAwaiter()
+        #expect(awaiter.isCompleted)
+        try awaiter.getResult()
+    }
+
+    @Test func forceYieldingSuspendsEvenOnACompletedFuture() throws {
+        let awaiter = try Future.completed.configureAwait(options: [.forceYielding]).getAwaiter()
+        #expect(!awaiter.isCompleted)
+    }
+}

@@ -1,0 +1,184 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+@Suite struct SchedulingTests {
+    @Test func runExecutesOnAPoolWorker() throws {
+        let thread = Future.run { RuntimeThread.current }
+        #expect(try thread.wait(timeout: .seconds(10)).role == .poolWorker)
+    }
+
+    @Test func runWithACancelledTokenEndsCancelledWithoutRunning() throws {
+        let source = CancellationTokenSource()
+        source.cancel()
+        let ran = Flag()
+        let future = Future.run(cancellation: source.token) { ran.set() }
+        #expect(future.status == .cancelled)
+        #expect(future.cancellationToken == source.token)
+        #expect(throws: OperationCancelledError.self) { try future.wait() }
+        #expect(!ran.isSet)
+    }
+
+    @Test func aBodyThrowingItsOwnTokensCancellationEndsCancelledAnyOtherFails() throws {
+        let own = CancellationTokenSource()
+        let other = CancellationTokenSource()
+        other.cancel()
+        let cancelled = Future.run(cancellation: own.token) { () throws -> Int in
+            throw OperationCancelledError(token: own.token)
+        }
+        let failed = Future.run(cancellation: own.token) { () throws -> Int in
+            try other.token.throwIfCancellationRequested()
+            return 0
+        }
+        _ = try? cancelled.wait(timeout: .seconds(10))
+        _ = try? failed.wait(timeout: .seconds(10))
+        #expect(cancelled.status == .cancelled)
+        #expect(failed.status == .failed)
+    }
+
+    @Test func delayCompletesAfterItsDurationOnThePool() throws {
+        let start = ContinuousClock.now
+        let delay = Future.delay(.milliseconds(30))
+        let thread = Promise<RuntimeThread>()
+        delay.getAwaiter().onCompleted { thread.trySucceed(RuntimeThread.current) }
+        try delay.wait(timeout: .seconds(10))
+        #expect(ContinuousClock.now - start >= .milliseconds(30))
+        // The timer thread only hands the delay to the pool; the continuation runs there.
+        #expect(try thread.future.wait(timeout: .seconds(10)).role == .poolWorker)
+    }
+
+    @Test func aNegativeDelayIsAClearError() {
+        let future = Future.delay(.milliseconds(-5))
+        #expect(throws: InvalidArgumentError.self) { try future.getResult() }
+    }
+
+    @Test func cancellingADelayMarksItCancelledBeforeCancelReturnsButRunsNoContinuationInside() throws {
+        let source = CancellationTokenSource()
+        let delay = Future.delay(.seconds(30), cancellation: source.token)
+        let ranOn = Promise<RuntimeThread>()
+        delay.getAwaiter().onCompleted { ranOn.trySucceed(RuntimeThread.current) }
+        source.cancel()
+        #expect(delay.status == .cancelled)
+        #expect(throws: OperationCancelledError.self) { try delay.wait(timeout: .seconds(10)) }
+        // Queued to the pool, not run on this thread inside cancel().
+        #expect(try ranOn.future.wait(timeout: .seconds(10)) != RuntimeThread.current)
+    }
+
+    @Test func pendingDelaysHoldNoThreads() throws {
+        let source = CancellationTokenSource()
+        let before = RuntimeStatistics.current
+        let delays = (0..<10_000).map { _ in Future.delay(.seconds(60), cancellation: source.token) }
+        let during = RuntimeStatistics.current
+        #expect(during.pendingTimers >= 10_000)
+        #expect(during.timerThreads == 1)
+        #expect(during.poolWorkers <= max(before.poolWorkers, RuntimeStatistics.targetPoolWorkers) + 1)
+        source.cancel()
+        for delay in delays { #expect(delay.status == .cancelled) }
+    }
+
+    @Test func cancelAfterCancelsLater() throws {
+        let source = try CancellationTokenSource(cancelAfter: .milliseconds(20))
+        let delay = Future.delay(.seconds(30), cancellation: source.token)
+        #expect(throws: OperationCancelledError.self) { try delay.wait(timeout: .seconds(10)) }
+        #expect(throws: InvalidArgumentError.self) { try CancellationTokenSource().cancel(after: .seconds(-1)) }
+    }
+
+    @Test func linkedSourcesCancelWithAnyParent() {
+        let first = CancellationTokenSource()
+        let second = CancellationTokenSource()
+        let linked = CancellationTokenSource.linked(to: first.token, second.token)
+        #expect(!linked.isCancellationRequested)
+        second.cancel()
+        #expect(linked.isCancellationRequested)
+        #expect(!first.isCancellationRequested)
+    }
+
+    @Test func registrationsRunOnCancelMostRecentFirstAndCanBeRemoved() {
+        let source = CancellationTokenSource()
+        let order = Mutex<[Int]>([])
+        source.token.register { order.withLock { $0.append(1) } }
+        let removed = source.token.register { order.withLock { $0.append(2) } }
+        source.token.register { order.withLock { $0.append(3) } }
+        #expect(removed.unregister())
+        source.cancel()
+        #expect(order.withLock { $0 } == [3, 1])
+        // Registering after cancellation runs the callback at once.
+        source.token.register { order.withLock { $0.append(4) } }
+        #expect(order.withLock { $0 } == [3, 1, 4])
+    }
+
+    @Test func whenAllWaitsForEveryInputAndKeepsOrder() throws {
+        let futures = (1...5).map { value in Future.run { value * 10 } }
+        #expect(try Future.whenAll(futures).wait(timeout: .seconds(10)) == [10, 20, 30, 40, 50])
+        #expect(try Future<Int>.whenAll([]).getResult() == [])
+    }
+
+    @Test func whenAllFailsWithEveryErrorIfAnyFailedElseIsCancelledIfAnyWas() throws {
+        let cancelled = Future<Int>.cancelled()
+        let failedA = Future<Int>.failed(TestError(code: 1))
+        let failedB = Future<Int>.failed(TestError(code: 2))
+        let all = Future.whenAll([.succeeded(1), cancelled, failedA, failedB])
+        #expect(all.status == .failed)
+        #expect(all.errors.compactMap { $0 as? TestError } == [TestError(code: 1), TestError(code: 2)])
+        let someCancelled = Future.whenAll([.succeeded(1), cancelled])
+        #expect(someCancelled.status == .cancelled)
+        let mixed = Future.whenAll(mixed: [Future.succeeded(1), Future.succeeded("a")])
+        #expect(mixed.status == .succeeded)
+    }
+
+    @Test func whenAnyCompletesWithTheFirstToComplete() throws {
+        let slow = Promise<Int>()
+        let fast = Promise<Int>()
+        let any = Future.whenAny(slow.future, fast.future)
+        #expect(!any.isCompleted)
+        try fast.succeed(2)
+        #expect(try any.wait(timeout: .seconds(10)) === fast.future)
+        #expect(throws: InvalidArgumentError.self) { try Future<Int>.whenAny([]).getResult() }
+    }
+
+    @Test func waitingGivesUpOnTimeoutOrCancellationWithoutTouchingTheSource() throws {
+        let source = Promise<Int>()
+        let timedOut = source.future.waiting(timeout: .milliseconds(20))
+        #expect(throws: TimeoutError.self) { try timedOut.wait(timeout: .seconds(10)) }
+        let cancellation = CancellationTokenSource()
+        let cancelled = source.future.waiting(cancellation: cancellation.token)
+        cancellation.cancel()
+        #expect(cancelled.status == .cancelled)
+        #expect(source.future.status == .pending)
+        let completed = source.future.waiting(timeout: .seconds(10))
+        try source.succeed(3)
+        #expect(try completed.wait(timeout: .seconds(10)) == 3)
+        let negative = source.future.waiting(timeout: .seconds(-1))
+        #expect(negative === source.future)  // completed already: returned as it is
+    }
+
+    @Test func aNegativeWaitingTimeoutIsAClearError() {
+        let pending = Promise<Int>().future
+        #expect(throws: InvalidArgumentError.self) { try pending.waiting(timeout: .seconds(-1)).getResult() }
+    }
+
+    @Test func yieldAlwaysSuspendsAndResumesThroughTheQueue() throws {
+        let awaiter = Future.yield().getAwaiter()
+        #expect(!awaiter.isCompleted)
+        let ranOn = Promise<RuntimeThread>()
+        awaiter.onCompleted { ranOn.trySucceed(RuntimeThread.current) }
+        #expect(try ranOn.future.wait(timeout: .seconds(10)).role == .poolWorker)
+    }
+
+    @Test func threadsStartOnlyWhenNeededAndAreCounted() throws {
+        _ = try Future.run { 1 }.wait(timeout: .seconds(10))
+        let statistics = RuntimeStatistics.current
+        #expect(statistics.poolWorkers >= RuntimeStatistics.targetPoolWorkers)
+        #expect(
+            statistics.busyWorkers + statistics.idleWorkers + statistics.blockedWorkers <= statistics.poolWorkers + 1)
+    }
+}
+
+/// A boolean shared between threads.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    func clear() { value.store(false, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}

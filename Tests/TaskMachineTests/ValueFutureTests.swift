@@ -1,0 +1,146 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A cache lookup written as a state machine on the value-future builder: a hit completes
+/// synchronously, a miss awaits a load.
+struct CachedLookup: AsyncStateMachine {
+    var builder = ValueFutureMethodBuilder<Int>()
+    var state = 0
+    let key: Int
+    let load: Future<Int>
+    var awaiter: FutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                if key == 42 {
+                    builder.setResult(42)
+                    return
+                }
+                let awaiter = load.getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try awaiter!.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(key: Int, load: Future<Int>) -> ValueFuture<Int> {
+        var machine = CachedLookup(key: key, load: load)
+        ValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}
+
+@Suite struct ValueFutureTests {
+    @Test func aValueFutureHoldsAReadyValueOrAFuture() async throws {
+        let ready = ValueFuture(5)
+        let readyIsCompleted = ready.isCompleted
+        #expect(readyIsCompleted)
+        #expect(try await ready.get() == 5)
+        let promise = Promise<Int>()
+        let pending = ValueFuture(future: promise.future)
+        let pendingIsCompleted = pending.isCompleted
+        #expect(!pendingIsCompleted)
+        try promise.succeed(6)
+        #expect(try await pending.get() == 6)
+    }
+
+    @Test func asFutureAllowsAwaitingMoreThanOnce() async throws {
+        let future = ValueFuture(7).asFuture()
+        #expect(try await future.value == 7)
+        #expect(try await future.value == 7)
+    }
+
+    @Test func theValueFutureBuilderCompletesACacheHitWithoutAFuture() async throws {
+        let hit = CachedLookup.start(key: 42, load: Promise<Int>().future)
+        let hitIsCompleted = hit.isCompleted
+        #expect(hitIsCompleted)
+        #expect(try await hit.get() == 42)
+        let promise = Promise<Int>()
+        let miss = CachedLookup.start(key: 1, load: promise.future)
+        let missIsCompleted = miss.isCompleted
+        #expect(!missIsCompleted)
+        try promise.succeed(10)
+        #expect(try await miss.get() == 10)
+    }
+
+    @Test func aSourceCoreIsReusedAcrossVersions() async throws {
+        let source = ValueFutureSourceCore<Int>()
+        for round in 0..<3 {
+            let pending = source.makeValueFuture()
+            try source.succeed(round)
+            #expect(try await pending.get() == round)
+            source.reset()
+        }
+        #expect(source.version == 3)
+    }
+
+    @Test func aStaleTokenIsAClearError() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let stale = source.makeValueFuture().getAwaiter()
+        try source.succeed(1)
+        source.reset()
+        #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) { try stale.getResult() }
+        #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) {
+            try source.onCompleted(token: 0, AwaitContinuation {})
+        }
+    }
+
+    @Test func aSecondContinuationOnASourceIsAClearError() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let awaiter = source.makeValueFuture().getAwaiter()
+        let copy = awaiter  // the awaiter is copyable: the source must catch the second registration
+        try awaiter.onCompleted {}
+        #expect(throws: ValueFutureSourceError.continuationAlreadyRegistered) { try copy.onCompleted {} }
+        #expect(throws: ValueFutureSourceError.alreadyCompleted) {
+            try source.succeed(1)
+            try source.succeed(2)
+        }
+    }
+
+    @Test func aStateMachineAwaitingAMisusedSourceFailsWithTheSourcesError() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let first = source.makeValueFuture().getAwaiter()
+        try first.onCompleted {}
+        // A second value future for the same operation: its await is refused, so the method fails.
+        let second = SourceAwait.start(source.makeValueFuture())
+        #expect(throws: ValueFutureSourceError.continuationAlreadyRegistered) { try second.getResult() }
+    }
+}
+
+/// Awaits a value future once.
+struct SourceAwait: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    var awaiter: ValueFutureAwaiter<Int>
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try awaiter.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ future: consuming ValueFuture<Int>) -> Future<Int> {
+        var machine = SourceAwait(awaiter: future.getAwaiter())
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
