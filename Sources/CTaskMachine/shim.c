@@ -42,3 +42,26 @@ __attribute__((noinline)) uintptr_t tm_stack_address(void) {
 }
 
 void tm_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }
+
+// A lock in the manner of Drepper's "Futexes Are Tricky", mutex 2: 0 free, 1 held, 2 held with
+// possible sleepers. The spin (about a microsecond) catches the short critical sections the
+// runtime holds its locks for, before paying for a sleep and a wake-up.
+void tm_lock(uint32_t *word) {
+    uint32_t expected = 0;
+    if (__atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    for (int spin = 0; spin < 64; spin++) {
+        tm_spin_pause();
+        expected = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    }
+    while (__atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE) != 0) {
+        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    }
+}
+
+void tm_unlock(uint32_t *word) {
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) {
+        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}

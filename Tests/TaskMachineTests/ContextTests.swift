@@ -85,7 +85,7 @@ struct ResumeWhere: AsyncStateMachine {
     @Test func sendRunsOnTheContextThreadAndWaits() {
         let ui = SingleThreadContext(name: "ui-send")
         defer { try? ui.shutdown() }
-        let seen = Mutex<String>("")
+        let seen = Locked<String>("")
         ui.send { seen.withLock { $0 = RuntimeThread.current.name } }
         #expect(seen.withLock { $0 } == "ui-send")
     }

@@ -52,8 +52,9 @@ struct TestError: Error, Equatable {
 
     @Test func factoriesMakeCompletedFutures() throws {
         #expect(try Future.succeeded(5).getResult() == 5)
-        #expect(Future<Int>.failed(TestError(code: 3)).status == .failed)
-        #expect(Future<Int>.failed(TestError(code: 3)).errors.count == 1)
+        let failed = Future<Int>.failed(TestError(code: 3))
+        #expect(failed.status == .failed)
+        #expect(failed.errors.count == 1)
         #expect(Future<Int>.cancelled().status == .cancelled)
         #expect(Future.completed.isCompleted)
     }
@@ -64,7 +65,7 @@ struct TestError: Error, Equatable {
 
     @Test func continuationsMoveFromOneToAListAndAllRunOnce() throws {
         let promise = Promise<Int>()
-        let runs = Mutex<[Int]>([])
+        let runs = Locked<[Int]>([])
         for index in 0..<5 {
             promise.future.getAwaiter().onCompleted { runs.withLock { $0.append(index) } }
         }
@@ -77,7 +78,7 @@ struct TestError: Error, Equatable {
 
     @Test func theOnlyContinuationRunsInlineOnTheCompletingThread() throws {
         let promise = Promise<Int>()
-        let ranOn = Mutex<RuntimeThread?>(nil)
+        let ranOn = Locked<RuntimeThread?>(nil)
         promise.future.getAwaiter().onCompleted { ranOn.withLock { $0 = RuntimeThread.current } }
         try promise.succeed(1)
         #expect(ranOn.withLock { $0 } == RuntimeThread.current)
@@ -85,7 +86,7 @@ struct TestError: Error, Equatable {
 
     @Test func runContinuationsAsynchronouslyNeverRunsOnTheCompletingThread() throws {
         let promise = Promise<Int>(runContinuationsAsynchronously: true)
-        let ranOn = Mutex<RuntimeThread?>(nil)
+        let ranOn = Locked<RuntimeThread?>(nil)
         promise.future.getAwaiter().onCompleted { ranOn.withLock { $0 = RuntimeThread.current } }
         try promise.succeed(1)
         let deadline = ContinuousClock.now + .seconds(5)

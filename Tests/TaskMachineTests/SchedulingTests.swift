@@ -96,7 +96,7 @@ import Testing
 
     @Test func registrationsRunOnCancelMostRecentFirstAndCanBeRemoved() {
         let source = CancellationTokenSource()
-        let order = Mutex<[Int]>([])
+        let order = Locked<[Int]>([])
         source.token.register { order.withLock { $0.append(1) } }
         let removed = source.token.register { order.withLock { $0.append(2) } }
         source.token.register { order.withLock { $0.append(3) } }

@@ -5,7 +5,7 @@ import Testing
 
 /// A log that state machines append to from any thread.
 final class EventLog: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Locked<[String]>([])
     func callAsFunction(_ line: String) { lines.withLock { $0.append(line) } }
     var all: [String] { lines.withLock { $0 } }
 }

@@ -16,6 +16,14 @@ int tm_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 /// Wakes up to `count` threads blocked on `word`; returns how many woke.
 int tm_futex_wake(uint32_t *word, int count);
 
+/// Acquires a futex lock word (0 free, 1 held, 2 held with sleepers): a compare-exchange when
+/// free, a short spin, then sleeping in the kernel. Kept out of line in C so that sanitizers see
+/// every acquire and release as atomic operations on the word.
+void tm_lock(uint32_t *word);
+
+/// Releases a lock taken with `tm_lock`, waking one sleeper if there is one.
+void tm_unlock(uint32_t *word);
+
 /// The kernel's id of the calling thread.
 int64_t tm_current_thread_id(void);
 

@@ -10,8 +10,8 @@
 /// ```swift
 /// final class Latch: Awaitable, @unchecked Sendable {
 ///     private let promise = Promise<Void>()
-///     private let remaining: Mutex<Int>
-///     init(count: Int) { remaining = Mutex(count) }
+///     private let remaining: Locked<Int>
+///     init(count: Int) { remaining = Locked(count) }
 ///     func countDown() {
 ///         if remaining.withLock({ $0 -= 1; return $0 == 0 }) { promise.trySucceed() }
 ///     }

@@ -14,7 +14,7 @@ public final class CancellationTokenSource: Sendable {
     }
 
     private let cancelled = Atomic<Bool>(false)
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Creates a source that is not cancelled.
     public init() {}

@@ -15,7 +15,7 @@ import Synchronization
 /// done.
 public final class AsyncContext: SynchronizationContext {
     private let outstanding = Atomic<Int>(0)
-    private let errors = Mutex<[any Error]>([])
+    private let errors = Locked<[any Error]>([])
 
     private override init() {
         super.init(loop: ContextLoop())

@@ -9,9 +9,9 @@ final class ContextLoop {
         var stopping = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// The pumping thread: its identity and its parker. Set before the first job is queued.
-    private let ownerState = Mutex<(thread: ObjectIdentifier, parker: Parker)?>(nil)
+    private let ownerState = Locked<(thread: ObjectIdentifier, parker: Parker)?>(nil)
 
     init() {}
 

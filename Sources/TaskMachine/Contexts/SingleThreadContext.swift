@@ -19,7 +19,7 @@ import Synchronization
 public final class SingleThreadContext: SynchronizationContext {
     private let contextName: String
     private let outstanding = Atomic<Int>(0)
-    private let thread = Mutex<pthread_t?>(nil)
+    private let thread = Locked<pthread_t?>(nil)
     private let unhandled: (@Sendable (any Error) -> Void)?
 
     /// Starts a context and its thread.

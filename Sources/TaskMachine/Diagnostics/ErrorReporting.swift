@@ -17,7 +17,7 @@ public enum ErrorReporting {
         }
     }
 
-    private static let handlers = Mutex(
+    private static let handlers = Locked(
         (
             unhandled: defaultUnhandledErrorHandler as @Sendable (any Error) -> Void,
             unobserved: defaultUnobservedErrorHandler as @Sendable (UnobservedError) -> Void

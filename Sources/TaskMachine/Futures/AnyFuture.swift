@@ -296,7 +296,7 @@ final class ContinuationList: Sendable {
         var closed = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Appends `job` unless the future completed; returns whether it was kept.
     func append(_ job: Job) -> Bool {

@@ -120,7 +120,7 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
     private let timeout: Duration
     /// Whether the race has a timer in the timer queue (only then may it cancel it).
     let hasTimer: Bool
-    private let registration = Mutex<CancellationRegistration?>(nil)
+    private let registration = Locked<CancellationRegistration?>(nil)
 
     init(output: Future<Value>, timeout: Duration?) {
         self.output = output

@@ -18,7 +18,7 @@ final class DelayFuture: Future<Void> {
     }
 
     let duration: Duration
-    private let registration = Mutex<CancellationRegistration?>(nil)
+    private let registration = Locked<CancellationRegistration?>(nil)
 
     init(duration: Duration) {
         self.duration = duration

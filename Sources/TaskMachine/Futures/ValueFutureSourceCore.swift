@@ -21,7 +21,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         var continuation: AwaitContinuation?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Continuations are queued, never run by the thread that completes the operation.
     public let runsContinuationsAsynchronously: Bool
 

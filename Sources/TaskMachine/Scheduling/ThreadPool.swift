@@ -38,7 +38,7 @@ final class ThreadPool {
     }
 
     let targetWorkerCount: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Idle seconds after which an extra worker retires.
     static let extraWorkerIdleNanoseconds: Int64 = 5_000_000_000
 

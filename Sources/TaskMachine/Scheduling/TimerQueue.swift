@@ -52,7 +52,7 @@ final class TimerQueue {
         var sleepingUntil = Int64.max
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Timers inserted and neither fired nor cancelled.
     private let pending = Atomic<Int>(0)
     private let parker = Parker()

@@ -1,0 +1,120 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A fire-and-forget method (`async void`) that awaits a delay, then throws.
+struct FailLater: AsyncStateMachine {
+    var builder = FireAndForgetMethodBuilder()
+    var state = 0
+    let error: TestError
+    var awaiter: FutureAwaiter<Void>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = Future.delay(.milliseconds(5)).getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            try awaiter!.getResult()
+            throw error
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ error: TestError) {
+        var machine = FailLater(error: error)
+        FireAndForgetMethodBuilder.start(&machine)
+    }
+}
+
+@Suite(.serialized) struct ErrorRoutingTests {
+    @Test func aFireAndForgetErrorGoesToTheCapturedContext() throws {
+        #expect(throws: TestError(code: 11)) {
+            try AsyncContext.run { FailLater.start(TestError(code: 11)) }
+        }
+    }
+
+    @Test func asyncContextWaitsForFireAndForgetWork() throws {
+        let log = EventLog()
+        try AsyncContext.run { FireAndForgetLog.start(log) }
+        #expect(log.all == ["fire-and-forget finished"])
+    }
+
+    @Test func withNoContextAFireAndForgetErrorGoesToTheProcessWideHandler() throws {
+        let received = Promise<Int>()
+        let previous = ErrorReporting.unhandledErrorHandler
+        ErrorReporting.unhandledErrorHandler = { error in
+            if let error = error as? TestError, error.code == 12 { received.trySucceed(error.code) } else { previous(error) }
+        }
+        defer { ErrorReporting.unhandledErrorHandler = previous }
+        FailLater.start(TestError(code: 12))
+        #expect(try received.future.wait(timeout: .seconds(10)) == 12)
+    }
+
+    @Test func aSingleThreadContextRoutesFireAndForgetErrorsToItsHandler() throws {
+        let received = Promise<String>()
+        let ui = SingleThreadContext(name: "ui-errors") { error in
+            received.trySucceed("\(RuntimeThread.current.name): \(error)")
+        }
+        defer { try? ui.shutdown() }
+        ui.post { FailLater.start(TestError(code: 13)) }
+        #expect(try received.future.wait(timeout: .seconds(10)) == "ui-errors: TestError(code: 13)")
+    }
+
+    @Test func aFailedFutureReleasedUnobservedIsReportedOnce() throws {
+        let reports = Locked<[String]>([])
+        let previous = ErrorReporting.unobservedErrorHandler
+        ErrorReporting.unobservedErrorHandler = { report in
+            if report.errors.contains(where: { ($0 as? TestError)?.code == 14 }) {
+                reports.withLock { $0.append(report.futureDescription) }
+            } else {
+                previous(report)
+            }
+        }
+        defer { ErrorReporting.unobservedErrorHandler = previous }
+        do {
+            let promise = Promise<Int>()
+            try promise.fail(TestError(code: 14))
+        }
+        do {
+            let observed = Promise<Int>()
+            try observed.fail(TestError(code: 14))
+            _ = observed.future.error
+        }
+        #expect(reports.withLock { $0 } == ["Future<Int>"])
+    }
+}
+
+/// A fire-and-forget method that logs after a delay.
+struct FireAndForgetLog: AsyncStateMachine {
+    var builder = FireAndForgetMethodBuilder()
+    var state = 0
+    let log: EventLog
+    var awaiter: FutureAwaiter<Void>?
+
+    mutating func moveNext() {
+        if state == 0 {
+            let awaiter = Future.delay(.milliseconds(5)).getAwaiter()
+            self.awaiter = awaiter
+            state = 1
+            if !awaiter.isCompleted {
+                awaitUnsafeOnCompleted(awaiter)
+                return
+            }
+        }
+        log("fire-and-forget finished")
+        builder.setResult()
+    }
+
+    static func start(_ log: EventLog) {
+        var machine = FireAndForgetLog(log: log)
+        FireAndForgetMethodBuilder.start(&machine)
+    }
+}
