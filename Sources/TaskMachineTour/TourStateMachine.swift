@@ -25,7 +25,7 @@ extension TourStateMachine {
 /// The thread running the caller, for lines that say where they ran: `pool-2 (pool worker)`.
 var currentThreadDescription: String {
     let thread = RuntimeThread.current
-    return "\(thread.name) (\(thread.role.rawValue))"
+    return thread.name == thread.role.rawValue ? thread.name : "\(thread.name) (\(thread.role.rawValue))"
 }
 
 /// An error the tour's examples throw on purpose.

@@ -40,12 +40,12 @@ enum CommonErrorsSection {
             do {
                 return BlockingAttempt(report: "wait() returned \(try method.wait())", method: method)
             } catch let deadlock as DeadlockError {
-                return BlockingAttempt(report: "caught DeadlockError: \(deadlock)", method: method)
+                return BlockingAttempt(report: "caught DeadlockError:\n  \(deadlock)", method: method)
             }
         }
         let seen = try attempt.wait()
         output("on \"ui\": addAfterDelay(20, 22), then wait() on its future")
-        output(seen.report)
+        for line in seen.report.split(separator: "\n") { output(String(line)) }
         let total = try seen.method.wait()
         output("once \"ui\" was free again, the paused method resumed there and returned \(total)")
 
@@ -112,7 +112,9 @@ enum CommonErrorsSection {
         output("one await of a ValueFuture: \(once.compiled ? "compiles" : "does not compile")")
         for line in once.diagnostics { output("  \(line)") }
         output("two awaits of the same ValueFuture:")
-        for line in twoAwaits.split(separator: "\n") where line.contains("await") { output("  |\(line)") }
+        for line in twoAwaits.split(separator: "\n") where line.contains("await pending") {
+            output("  > \(line.trimmingPrefix(while: \.isWhitespace))")
+        }
         let twice = try compiler.compile(twoAwaits, as: "TwoAwaits.swift")
         output(twice.compiled ? "compiles (the compiler did not catch the second await)" : "refused by the compiler:")
         for line in twice.diagnostics { output("  \(line)") }

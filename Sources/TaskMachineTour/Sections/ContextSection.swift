@@ -6,13 +6,13 @@ enum ContextSection {
     static let section = TourSection(
         number: 4,
         title: "Contexts, configureAwait(false) and threads",
-        explanation: "An await resumes on the context it captured; with no context, or with "
-            + "configureAwait(false), it resumes on a pool thread.",
+        explanation: "An await resumes on the context it captured; with none, or with "
+            + "configureAwait(false), on a pool thread.",
         body: run
     )
 
     static func run(_ output: TourOutput) throws {
-        output("With no context (a console program's main thread):")
+        output("With no context, as on a console program's main thread:")
         try ReportThreads.start(output.indented()).wait()
 
         output("")
@@ -30,22 +30,22 @@ enum ContextSection {
     /// Many pending delays hold no threads; `Future.run` borrows a pool worker.
     static func showWhereThreadsAreUsed(_ output: TourOutput) throws {
         output("Where threads are and are not used:")
-        let count = 10_000
         let before = RuntimeStatistics.current
-        output("  before: \(describeThreads(before))")
-        let delays = (0..<count).map { _ in Future.delay(.milliseconds(200)) }
+        output("  before:                      \(describeThreads(before))")
+        // A pending delay is an entry in the timer thread's heap, not a sleeping thread.
+        let delays = (0..<10_000).map { _ in Future.delay(.milliseconds(200)) }
         let during = RuntimeStatistics.current
-        output("  \(count) delays of 200 ms started: \(describeThreads(during)), \(during.pendingTimers) pending timers")
-        output("  extra threads for \(count) waits: \(during.totalThreads - before.totalThreads)")
+        output("  10,000 delays of 200 ms:     \(describeThreads(during)), \(during.pendingTimers) timers pending")
+        output("  extra threads for the waits: \(during.totalThreads - before.totalThreads)")
         _ = try Future.whenAll(delays).wait()
-        output("  all \(count) delays completed: \(describeThreads(RuntimeStatistics.current))")
+        output("  all completed:               \(describeThreads(RuntimeStatistics.current))")
         let worker = try Future.run { currentThreadDescription }.wait()
         output("  Future.run { } ran its body on \(worker): CPU work borrows a pool thread")
     }
 
     private static func describeThreads(_ statistics: RuntimeStatistics) -> String {
-        "\(statistics.totalThreads) runtime threads (pool workers \(statistics.poolWorkers), "
-            + "timer threads \(statistics.timerThreads), context threads \(statistics.contextThreads))"
+        "\(statistics.totalThreads) runtime threads (\(statistics.poolWorkers) pool, "
+            + "\(statistics.timerThreads) timer, \(statistics.contextThreads) context)"
     }
 }
 

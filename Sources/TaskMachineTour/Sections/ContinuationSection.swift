@@ -5,8 +5,8 @@ enum ContinuationSection {
     static let section = TourSection(
         number: 1,
         title: "Code after await is a continuation",
-        explanation: "A method runs on its caller's thread until an await has to wait; "
-            + "then it returns, and the lines after that await run later.",
+        explanation: "A method runs on its caller's thread until an await must wait; "
+            + "the lines after that await run later.",
         body: run
     )
 

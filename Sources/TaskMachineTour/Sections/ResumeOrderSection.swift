@@ -5,8 +5,8 @@ enum ResumeOrderSection {
     static let section = TourSection(
         number: 7,
         title: "Mini-challenge: prove the resume order",
-        explanation: "Even an await that resumes at once, Future.yield(), runs its continuation only "
-            + "after the caller has gone on.",
+        explanation: "Even Future.yield(), which waits for nothing, resumes only after the caller "
+            + "has gone on.",
         body: run
     )
 

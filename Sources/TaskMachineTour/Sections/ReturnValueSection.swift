@@ -5,8 +5,8 @@ enum ReturnValueSection {
     static let section = TourSection(
         number: 6,
         title: "Resume after await and return a value",
-        explanation: "The value a method returns in its continuation completes its future, and the "
-            + "caller's await receives it.",
+        explanation: "What a method returns after its await completes its future; the caller's "
+            + "await receives it.",
         body: run
     )
 

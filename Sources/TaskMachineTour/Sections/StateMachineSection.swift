@@ -55,8 +55,9 @@ private struct FetchData: TourStateMachine {
                 let awaiter = Future.delay(.milliseconds(30)).getAwaiter()
                 delay = awaiter
                 if suspends(on: awaiter, resumingAt: 1) {
-                    output("  the delay is pending: state = \(state), the machine is copied into a heap box, "
-                        + "moveNext returns")
+                    output(
+                        "  the delay is pending: state = \(state), the machine is copied into a heap box, "
+                            + "moveNext returns")
                     return
                 }
                 fallthrough
@@ -64,8 +65,9 @@ private struct FetchData: TourStateMachine {
                 try delay!.getResult()
                 // Once boxed, the machine runs inside its box, and the box is the method's future.
                 let insideCallersFuture = callersFuture.isSame(as: builder.future)
-                output("State 1 (moveNext call \(moveNextCalls)): resumed after the first await, "
-                    + "running inside the future the caller holds: \(insideCallersFuture)")
+                output(
+                    "State 1 (moveNext call \(moveNextCalls)): resumed after the first await, "
+                        + "running inside the future the caller holds: \(insideCallersFuture)")
                 let awaiter = Future.delay(.milliseconds(30)).getAwaiter()
                 delay = awaiter
                 if suspends(on: awaiter, resumingAt: 2) {

@@ -5,8 +5,8 @@ enum ValueFutureSection {
     static let section = TourSection(
         number: 5,
         title: "Future vs ValueFuture",
-        explanation: "A Future is a heap object even when its value is ready; a ValueFuture carries a "
-            + "ready value inline and allocates only when it must wait.",
+        explanation: "A Future is a heap object even when its value is ready; a ValueFuture holds a "
+            + "ready value inline.",
         body: run
     )
 
@@ -26,8 +26,8 @@ enum ValueFutureSection {
         var pending: ValueFuture<Int>?
         if AllocationMeter.isActive {
             let count = AllocationMeter.allocations { pending = LookUp.start(key: 7) }
-            output("  lookUp(7) suspended at its await: \(count) allocations on the calling thread "
-                + "(the boxed machine, the delay and its timer among them)")
+            output("  lookUp(7) suspended at its await: \(count) allocations on the calling thread,")
+            output("  the boxed machine, the delay and its timer among them")
         } else {
             pending = LookUp.start(key: 7)
             output("  lookUp(7) suspended at its await")
