@@ -27,6 +27,19 @@ enum AllocationMeter {
     }
 }
 
+extension Int {
+    /// `10,000`: thousands grouped with commas, as the tour's prose writes them.
+    var groupedText: String {
+        let digits = String(magnitude)
+        var grouped = ""
+        for (offset, digit) in digits.enumerated() {
+            if offset > 0 && (digits.count - offset) % 3 == 0 { grouped.append(",") }
+            grouped.append(digit)
+        }
+        return self < 0 ? "-" + grouped : grouped
+    }
+}
+
 extension Double {
     /// `0`, `1`, or `2.5`: a count per call, without a trailing `.0`.
     var countText: String {

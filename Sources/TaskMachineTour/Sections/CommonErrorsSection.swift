@@ -128,7 +128,7 @@ enum CommonErrorsSection {
         // compiler's await-once rule.
         let kept = source.makeValueFuture().getAwaiter()
         try source.succeed(7)
-        output("operation of version \(source.version) completed; its value future read \(try kept.getResult())")
+        output("version \(source.version) completed with \(try kept.getResult()); the awaiter that read it is kept")
         source.reset()
         output("reset(): the source moves to version \(source.version) for its next operation")
         do {

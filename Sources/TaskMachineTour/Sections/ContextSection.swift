@@ -35,7 +35,9 @@ enum ContextSection {
         // A pending delay is an entry in the timer thread's heap, not a sleeping thread.
         let delays = (0..<10_000).map { _ in Future.delay(.milliseconds(200)) }
         let during = RuntimeStatistics.current
-        output("  10,000 delays of 200 ms:     \(describeThreads(during)), \(during.pendingTimers) timers pending")
+        output(
+            "  10,000 delays of 200 ms:     \(describeThreads(during)), \(during.pendingTimers.groupedText) timers pending"
+        )
         output("  extra threads for the waits: \(during.totalThreads - before.totalThreads)")
         _ = try Future.whenAll(delays).wait()
         output("  all completed:               \(describeThreads(RuntimeStatistics.current))")
