@@ -70,6 +70,22 @@ public struct FutureNotCompletedError: Error, Sendable, CustomStringConvertible 
 }
 
 extension Duration {
+    /// `20 ms`, `1.5 s`, `250 µs`: a duration as a person writes it.
+    var readableText: String {
+        let nanoseconds = totalNanoseconds
+        func scaled(_ unit: Int64, _ name: String) -> String {
+            let whole = nanoseconds / unit
+            let tenths = (abs(nanoseconds) % unit) * 10 / unit
+            return tenths == 0 ? "\(whole) \(name)" : "\(whole).\(tenths) \(name)"
+        }
+        switch abs(nanoseconds) {
+        case 1_000_000_000...: return scaled(1_000_000_000, "s")
+        case 1_000_000...: return scaled(1_000_000, "ms")
+        case 1_000...: return scaled(1_000, "µs")
+        default: return "\(nanoseconds) ns"
+        }
+    }
+
     /// The duration in whole nanoseconds, saturating at the ends of `Int64`.
     var totalNanoseconds: Int64 {
         let (seconds, attoseconds) = components

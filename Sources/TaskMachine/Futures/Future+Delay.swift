@@ -12,20 +12,23 @@ final class DelayFuture: Future<Void> {
 
         override func fire() {
             // Runs on a pool worker: continuations run inline there, never on the timer thread.
-            future.registration.withLock { $0 }?.unregister()
+            future.registration?.withLock { $0 }?.unregister()
             _ = future.trySucceed(())
         }
     }
 
     let duration: Duration
-    private let registration = Locked<CancellationRegistration?>(nil)
+    /// The cancellation callback, kept to remove it when the timer fires; only for a token that
+    /// can be cancelled, so a plain delay allocates just the future and its timer.
+    private let registration: Locked<CancellationRegistration?>?
 
-    init(duration: Duration) {
+    init(duration: Duration, cancellable: Bool) {
         self.duration = duration
+        registration = cancellable ? Locked(nil) : nil
         super.init(runsContinuationsAsynchronously: false)
     }
 
-    override var diagnosticName: String { "delay(\(duration))" }
+    override var diagnosticName: String { "delay(\(duration.readableText))" }
 
     /// Starts the timer and hooks up `token`.
     func start(cancellation token: CancellationToken) {
@@ -36,7 +39,7 @@ final class DelayFuture: Future<Void> {
                 // Marked cancelled before cancel() returns; continuations are queued.
                 _ = timer.future.tryCancel(token: token, forceAsynchronous: true)
             }
-            registration.withLock { $0 = registered }
+            registration?.withLock { $0 = registered }
         }
         TimerQueue.shared.schedule(timer)
     }
@@ -57,7 +60,7 @@ extension Future where Value == Void {
         }
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if duration == .zero { return .completed }
-        let future = DelayFuture(duration: duration)
+        let future = DelayFuture(duration: duration, cancellable: cancellation.canBeCancelled)
         future.start(cancellation: cancellation)
         return future
     }
