@@ -3,16 +3,20 @@ public struct FutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter, Se
     /// The future being awaited.
     public let future: Future<Value>
 
+    /// The awaiter of `future`.
+    @inlinable
     public init(_ future: Future<Value>) {
         self.future = future
     }
 
+    @inlinable
     public var isCompleted: Bool { future.isCompleted }
 
     public func onCompleted(_ continuation: @escaping @Sendable () -> Void) {
         future.registerAwait(continuation, continueOnCapturedContext: true)
     }
 
+    @inlinable
     public func getResult() throws -> Value {
         try future.getResult()
     }
@@ -28,6 +32,7 @@ public struct FutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter, Se
 
 extension Future: Awaitable {
     /// The awaiter for one await of this future.
+    @inlinable
     public func getAwaiter() -> FutureAwaiter<Value> {
         FutureAwaiter(self)
     }

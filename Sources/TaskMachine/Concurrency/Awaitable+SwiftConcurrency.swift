@@ -106,6 +106,7 @@ extension Future {
     /// Returns at once, with no suspension and no allocation, when the future has completed.
     /// If the Swift task is cancelled while waiting, throws `CancellationError` and leaves the
     /// future untouched.
+    @inlinable
     public var value: Value {
         get async throws {
             if !isCompleted { try await FutureAwaiter(self).suspendUntilCompleted() }

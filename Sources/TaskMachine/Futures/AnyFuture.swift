@@ -1,4 +1,4 @@
-import Synchronization
+public import Synchronization
 
 /// The part of every future that does not depend on its value type: status, errors, and the
 /// continuation slot.
@@ -17,8 +17,11 @@ import Synchronization
 /// before it. Completion swaps in `completed` and runs what it took out.
 public class AnyFuture {
     /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job.
+    @usableFromInline
     let slot = Atomic<UInt>(SlotWord.empty)
-    /// 0 while pending, 1 while one completer writes the outcome, then a `FutureStatus` raw value.
+    /// 0 while pending, 1 while one completer writes the outcome, then a `FutureStatus` raw value,
+    /// stored (releasing) after the outcome and before the slot's publishing exchange.
+    @usableFromInline
     let completionState = Atomic<UInt8>(0)
     /// Continuations past the first; created on demand, once.
     let spill = AtomicLazyReference<ContinuationList>()
@@ -67,8 +70,15 @@ public class AnyFuture {
     }
 
     /// Whether the future has completed: succeeded, failed or cancelled.
+    @inlinable
     public final var isCompleted: Bool {
-        @inline(__always) get { slot.load(ordering: .acquiring) == SlotWord.completed }
+        slot.load(ordering: .acquiring) == SlotWord.completed
+    }
+
+    /// Whether the future has succeeded; the fast path of reading a result.
+    @inlinable
+    final var hasSucceeded: Bool {
+        completionState.load(ordering: .acquiring) == FutureStatus.succeeded.rawValue
     }
 
     /// The errors of a failed future, in the order they were given; empty otherwise.
@@ -242,9 +252,11 @@ public class AnyFuture {
 extension AnyFuture: @unchecked Sendable {}
 
 /// The values of the continuation slot.
+@usableFromInline
 enum SlotWord {
     static let empty: UInt = 0
-    static let completed: UInt = 1
+    @usableFromInline
+    static var completed: UInt { 1 }
     static let list: UInt = 2
     /// The low bit marks a `WorkItem`; clear, the pointer is an `AnyFuture`.
     static let itemTag: UInt = 1

@@ -16,7 +16,8 @@
 /// Awaiting a failed future rethrows its first error as it was thrown, not wrapped; a cancelled
 /// one throws ``OperationCancelledError`` carrying the token that cancelled it.
 public class Future<Value: Sendable>: AnyFuture {
-    /// The value of a succeeded future; written once, before the slot's publishing exchange.
+    /// The value of a succeeded future; written once, before the completion state is published.
+    @usableFromInline
     final var storedValue: Value?
 
     init(runsContinuationsAsynchronously: Bool) {
@@ -53,7 +54,14 @@ public class Future<Value: Sendable>: AnyFuture {
 
     /// The value of a succeeded future; throws the error of a failed or cancelled one, and
     /// ``FutureNotCompletedError`` if the future is still pending.
+    @inlinable
     public final func getResult() throws -> Value {
+        if _fastPath(hasSucceeded) { return storedValue.unsafelyUnwrapped }
+        return try getResultSlowly()
+    }
+
+    @usableFromInline
+    final func getResultSlowly() throws -> Value {
         guard isCompleted else { throw FutureNotCompletedError() }
         try throwIfUnsuccessful()
         return storedValue!
