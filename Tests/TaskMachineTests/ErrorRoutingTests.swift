@@ -51,7 +51,11 @@ struct FailLater: AsyncStateMachine {
         let received = Promise<Int>()
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in
-            if let error = error as? TestError, error.code == 12 { received.trySucceed(error.code) } else { previous(error) }
+            if let error = error as? TestError, error.code == 12 {
+                received.trySucceed(error.code)
+            } else {
+                previous(error)
+            }
         }
         defer { ErrorReporting.unhandledErrorHandler = previous }
         FailLater.start(TestError(code: 12))

@@ -8,15 +8,28 @@
 /// Any type can be awaited by adopting ``Awaitable`` with an awaiter of its own. A countdown latch:
 ///
 /// ```swift
-/// final class Latch: Awaitable, @unchecked Sendable {
-///     private let promise = Promise<Void>()
-///     private let remaining: Locked<Int>
-///     init(count: Int) { remaining = Locked(count) }
-///     func countDown() {
-///         if remaining.withLock({ $0 -= 1; return $0 == 0 }) { promise.trySucceed() }
+/// import Synchronization
+///
+/// final class Latch: Awaitable, Sendable {
+///     struct Awaiter: TaskMachine.Awaiter {
+///         let latch: Latch
+///         var isCompleted: Bool { latch.opened.future.isCompleted }
+///         func onCompleted(_ continuation: @escaping @Sendable () -> Void) {
+///             latch.opened.future.getAwaiter().onCompleted(continuation)
+///         }
+///         func getResult() throws { try latch.opened.future.getResult() }
 ///     }
-///     func getAwaiter() -> FutureAwaiter<Void> { promise.future.getAwaiter() }
+///
+///     let opened = Promise<Void>()
+///     private let remaining: Mutex<Int>
+///     init(count: Int) { remaining = Mutex(count) }
+///
+///     func countDown() {
+///         if remaining.withLock({ $0 -= 1; return $0 == 0 }) { opened.trySucceed() }
+///     }
+///     func getAwaiter() -> Awaiter { Awaiter(latch: self) }
 /// }
+///
 /// try await latch.value   // any awaitable can be awaited from Swift async code
 /// ```
 public protocol Awaiter {
@@ -33,7 +46,8 @@ public protocol Awaiter {
     ///   ``ValueFutureSource`` that takes only one.
     func onCompleted(_ continuation: @escaping @Sendable () -> Void) throws
 
-    /// Like ``onCompleted(_:)``; the form the method builders call. TaskMachine keeps no execution
+    /// Like ``onCompleted(_:)``; the form the method builders call for awaiters other than the
+    /// runtime's own (those take the state machine's box directly). TaskMachine keeps no execution
     /// context to flow, so the two differ only in intent; the default implementation forwards.
     func unsafeOnCompleted(_ continuation: @escaping @Sendable () -> Void) throws
 

@@ -43,7 +43,8 @@ extension Future {
     }
 }
 
-/// A future with await options, from ``Future/configureAwait(_:)``.
+/// A future with await options, from ``Future/configureAwait(_:)`` or
+/// ``Future/configureAwait(options:)``.
 public struct ConfiguredFutureAwaitable<Value: Sendable>: Awaitable, Sendable {
     let future: Future<Value>
     let options: ConfigureAwaitOptions

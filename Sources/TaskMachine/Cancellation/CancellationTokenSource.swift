@@ -3,8 +3,9 @@ import Synchronization
 /// Requests cancellation of the operations holding its ``token``.
 ///
 /// `cancel()` marks the source cancelled, then runs the registered callbacks on the calling
-/// thread. Futures that end cancelled because of it are marked cancelled before `cancel()`
-/// returns, but their continuations are queued, never run inside `cancel()`.
+/// thread. The delays and `waiting(timeout:cancellation:)` futures it cancels are marked cancelled
+/// before `cancel()` returns, and their continuations are queued, never run inside `cancel()`. A
+/// `Future.run` still queued checks its token when its turn comes, and ends cancelled then.
 public final class CancellationTokenSource: Sendable {
     private struct State {
         var callbacks: [(id: UInt64, callback: @Sendable () -> Void)] = []

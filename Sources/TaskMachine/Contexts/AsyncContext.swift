@@ -2,7 +2,7 @@ import Synchronization
 
 /// A context that pumps on the calling thread until the work started in it is done.
 ///
-/// ``run(_:)-swift.type.method`` installs the context on the calling thread, calls the body,
+/// ``run(_:)->_`` installs the context on the calling thread, calls the body,
 /// then runs every continuation that comes back to the context until the body's future and every
 /// fire-and-forget method started in it have completed. It gives a console program or a test the
 /// single-threaded, ordered behaviour of a UI thread, on the thread it already has.
@@ -37,7 +37,7 @@ public final class AsyncContext: SynchronizationContext {
         }
     }
 
-    /// Keeps the error; ``run(_:)-swift.type.method`` rethrows the first once its work is done.
+    /// Keeps the error; ``run(_:)->_`` and ``run(_:)->()`` rethrow the first once its work is done.
     public override func reportUnhandledError(_ error: any Error) {
         errors.withLock { $0.append(error) }
     }
@@ -45,7 +45,8 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `body` with an `AsyncContext` current on this thread, pumps until the future it returns
     /// and every fire-and-forget method started inside have completed, and returns the value.
     ///
-    /// - Throws: the first error of a fire-and-forget method started inside, else the future's error.
+    /// - Throws: the first error of a fire-and-forget method started inside, else the body's own
+    ///   error (rethrown once the work it started is done), else the future's error.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
         let future: Future<Value>? = try context.pump {

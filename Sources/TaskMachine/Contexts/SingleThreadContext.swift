@@ -12,7 +12,7 @@ import Synchronization
 /// let ui = SingleThreadContext(name: "ui")
 /// let result = ui.run { loadAndShowAsync() }   // runs on "ui"; its awaits come back to "ui"
 /// print(try result.wait())
-/// ui.shutdown()
+/// try ui.shutdown()
 /// ```
 ///
 /// Call ``shutdown()`` when done: it runs what is queued and joins the thread.
@@ -107,6 +107,8 @@ public final class SingleThreadContext: SynchronizationContext {
         outstanding.subtract(1, ordering: .relaxed)
     }
 
+    /// Passes a fire-and-forget method's error to this context's `unhandledErrorHandler`, on its
+    /// thread, or to ``ErrorReporting/unhandledErrorHandler`` when it has none.
     public override func reportUnhandledError(_ error: any Error) {
         let handler = unhandled
         post {

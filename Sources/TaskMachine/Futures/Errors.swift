@@ -1,8 +1,9 @@
 /// The error a cancelled operation throws when awaited: it carries the token that cancelled it.
 ///
 /// A future that ends cancelled rethrows this error from `getResult()`, `value` and `wait()`.
-/// A body that throws it with its own operation's token ends that operation *cancelled*; with any
-/// other token it is an ordinary failure.
+/// A `Future.run` body that throws it with the run's own token ends the run *cancelled*; with any
+/// other token it is an ordinary failure. An async method (a state machine whose builder's
+/// `setError` receives it) ends cancelled whatever the token, as it has no token of its own.
 public struct OperationCancelledError: Error, Sendable, CustomStringConvertible {
     /// The token whose cancellation ended the operation, or `.none` when it was cancelled directly.
     public let token: CancellationToken
@@ -53,15 +54,17 @@ public struct TimeoutError: Error, Sendable, CustomStringConvertible {
     /// How long the wait was allowed to take.
     public let timeout: Duration
 
+    /// Creates the error for a wait that was allowed `timeout`.
     public init(timeout: Duration) {
         self.timeout = timeout
     }
 
-    public var description: String { "the operation did not complete within \(timeout)" }
+    public var description: String { "the operation did not complete within \(timeout.readableText)" }
 }
 
 /// Reading the result of a future that has not completed.
 public struct FutureNotCompletedError: Error, Sendable, CustomStringConvertible {
+    /// Creates the error.
     public init() {}
 
     public var description: String {

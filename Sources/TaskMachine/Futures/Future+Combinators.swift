@@ -72,7 +72,7 @@ extension Future {
         return output
     }
 
-    /// A future that completes when every one of `futures` has; see ``whenAll(_:)-swift.type.method``.
+    /// A future that completes when every one of `futures` has; see ``whenAll(_:)-([Future<Value>])``.
     public static func whenAll(_ futures: Future<Value>...) -> Future<[Value]> {
         whenAll(futures)
     }
@@ -93,7 +93,7 @@ extension Future {
         return output
     }
 
-    /// A future that completes with the first of `futures` to complete; see ``whenAny(_:)-swift.type.method``.
+    /// A future that completes with the first of `futures` to complete; see ``whenAny(_:)-([Future<Value>])``.
     public static func whenAny(_ futures: Future<Value>...) -> Future<Future<Value>> {
         whenAny(futures)
     }
@@ -101,7 +101,7 @@ extension Future {
 
 extension Future where Value == Void {
     /// A future that completes when every one of `futures`, of any value types, has; it fails or is
-    /// cancelled as ``Future/whenAll(_:)-swift.type.method`` does.
+    /// cancelled as ``Future/whenAll(_:)-([Future<Value>])`` does.
     public static func whenAll(mixed futures: [AnyFuture]) -> Future<Void> {
         guard !futures.isEmpty else { return .completed }
         let output = Future<Void>(runsContinuationsAsynchronously: false)

@@ -43,8 +43,8 @@ extension AnyFuture {
 extension Future {
     /// Blocks the calling thread until the future completes; returns its value or throws its error.
     ///
-    /// Prefer `await`: a blocked thread does nothing else. On a pool worker the pool starts another
-    /// worker to make up for the blocked one.
+    /// Prefer `await`: a blocked thread does nothing else. When a pool worker blocks and no other
+    /// worker is idle, the pool starts an extra one to make up for it.
     ///
     /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
     ///   single-threaded context that the future needs in order to complete.

@@ -40,7 +40,7 @@ public struct Promise<Value: Sendable>: Sendable {
         guard tryFail(error) else { throw PromiseError.alreadyCompleted(future.status) }
     }
 
-    /// Fails the future with several errors; awaiting rethrows the first, ``Future/errors`` has all.
+    /// Fails the future with several errors; awaiting rethrows the first, ``AnyFuture/errors`` has all.
     /// - Throws: ``PromiseError/noErrors`` for an empty list, ``PromiseError/alreadyCompleted(_:)``
     ///   if the future has completed.
     public func fail(errors: [any Error]) throws {

@@ -1,8 +1,9 @@
 /// The builder of an async method that returns a ``ValueFuture`` — the counterpart of an async
 /// method returning `ValueTask<T>`.
 ///
-/// A method that completes without suspending allocates nothing: its value travels inline in the
-/// value future. One that suspends allocates its box, once.
+/// A method that returns a value without suspending allocates nothing: the value travels inline in
+/// the value future. One that fails without suspending allocates the failed future; one that
+/// suspends allocates its box, once.
 public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     var box: BoxReference<Value> = .none
     var synchronousResult: Value?
