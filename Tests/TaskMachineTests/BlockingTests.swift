@@ -108,10 +108,11 @@ struct DoubleAfter: AsyncStateMachine {
 }
 
 extension Future {
-    /// Maps the value on completion, for tests that need a future of another type.
+    /// Maps the value on completion, wherever it completes (no context captured), for tests that
+    /// need a future of another type.
     func mapForTests<Other: Sendable>(_ transform: @escaping @Sendable () -> Other) -> Future<Other> {
         let promise = Promise<Other>()
-        getAwaiter().onCompleted { promise.trySucceed(transform()) }
+        configureAwait(false).getAwaiter().onCompleted { promise.trySucceed(transform()) }
         return promise.future
     }
 }

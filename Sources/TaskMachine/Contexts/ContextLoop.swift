@@ -7,6 +7,8 @@ final class ContextLoop {
         var queue = JobQueue(capacity: 64)
         var suspended: [ObjectIdentifier: (box: AnyFuture, awaiting: AnyFuture)] = [:]
         var stopping = false
+        /// The pump returned for good after `stop()`: nothing queued from now on would run.
+        var exited = false
     }
 
     private let state = Locked(State())
@@ -29,11 +31,21 @@ final class ContextLoop {
         ownerState.withLock { $0 = entry }
     }
 
-    /// Queues `job` and wakes the loop's thread.
-    func push(_ job: Job) {
-        state.withLock { $0.queue.push(job) }
-        wake()
+    /// Queues `job` and wakes the loop's thread. Returns `false`, queuing nothing, once the loop
+    /// has stopped for good.
+    @discardableResult
+    func push(_ job: Job) -> Bool {
+        let queued = state.withLock { state -> Bool in
+            guard !state.exited else { return false }
+            state.queue.push(job)
+            return true
+        }
+        if queued { wake() }
+        return queued
     }
+
+    /// Whether the loop has stopped for good.
+    var hasExited: Bool { state.withLock { $0.exited } }
 
     /// Wakes the loop's thread so it re-checks its queue and its condition.
     func wake() {
@@ -45,12 +57,20 @@ final class ContextLoop {
     func pump(until isDone: () -> Bool) {
         let thread = ThreadState.current
         while true {
-            let next = state.withLock { state -> Job? in state.queue.pop() }
+            let (next, stopped) = state.withLock { state -> (Job?, Bool) in
+                if let job = state.queue.pop() { return (job, false) }
+                // Empty and stopping: exit, and refuse later pushes in the same critical section,
+                // so no job slips in between the last look and the exit.
+                if state.stopping { state.exited = true }
+                return (nil, state.stopping)
+            }
             if let next {
                 next.run()
                 continue
             }
-            if isDone() || state.withLock({ $0.stopping }) { return }
+            if stopped || isDone() { return }
+            // A pump nested inside an inline continuation must not sit on deferred ones.
+            Continuations.releaseDeferred(thread)
             thread.parker.park()
         }
     }

@@ -40,6 +40,7 @@ public final class SingleThreadContext: SynchronizationContext {
             loop!.setOwner(state)
             started.unpark()
             loop!.pump(until: { false })
+            loop!.setOwner(nil)
             state.synchronizationContext = nil
             state.ownedContext = nil
         }
@@ -56,20 +57,23 @@ public final class SingleThreadContext: SynchronizationContext {
     /// Operations started and not yet completed (fire-and-forget methods that captured this context).
     public var outstandingOperations: Int { outstanding.load(ordering: .relaxed) }
 
+    /// Queues `work` to run on this context's thread. After ``shutdown()`` the thread is gone, and
+    /// the work runs on the pool instead, so that nothing posted is lost.
     public override func post(_ work: @escaping @Sendable () -> Void) {
-        loop!.push(.item(ClosureWorkItem(work)))
+        enqueue(.item(ClosureWorkItem(work)))
     }
 
     /// Runs `work` on this context's thread and returns once it has run. On the context's own
-    /// thread it runs inline.
+    /// thread, and after ``shutdown()``, it runs inline on the calling thread.
     public override func send(_ work: @Sendable () -> Void) {
-        if isCurrentThread {
+        if isCurrentThread || loop!.hasExited {
             work()
             return
         }
         withoutActuallyEscaping(work) { work in
             let job = SendJob(work)
-            loop!.push(.item(job))
+            // Stopped between the check above and now: run it here rather than wait for ever.
+            guard loop!.push(.item(job)) else { return job.run() }
             job.waitUntilRun()
         }
     }
@@ -116,8 +120,9 @@ public final class SingleThreadContext: SynchronizationContext {
         }
     }
 
-    /// Runs everything queued, stops the thread and waits for it to exit. Posting afterwards
-    /// queues work that never runs. Calling it from the context's own thread is refused.
+    /// Runs everything queued, stops the thread and waits for it to exit. Work posted afterwards
+    /// (a continuation that captured this context, say) runs on the pool instead, and `send` runs
+    /// inline. Calling it from the context's own thread is refused.
     /// - Throws: ``InvalidArgumentError`` when called on the context's own thread.
     public func shutdown() throws {
         guard !isCurrentThread else {
@@ -159,6 +164,7 @@ private final class SendJob: WorkItem {
     }
 
     func waitUntilRun() {
+        Continuations.releaseDeferred(ThreadState.current)
         while !finished.load(ordering: .acquiring) { sender.park() }
     }
 }

@@ -54,7 +54,9 @@ open class SynchronizationContext {
     /// Queues a runtime job: straight into the loop of a runtime context, through `post` otherwise.
     func enqueue(_ job: Job) {
         if let loop {
-            loop.push(job)
+            // A stopped loop (a shut-down context) runs nothing more: the job goes to the pool
+            // rather than being lost.
+            if !loop.push(job) { ThreadPool.shared.enqueue(job) }
         } else {
             post { job.run() }
         }

@@ -234,16 +234,23 @@ public class AnyFuture {
     }
 
     /// The jobs waiting on a pending future, for the deadlock detector's walk.
+    ///
+    /// A single continuation is first moved into the list, under the list's lock: reading it
+    /// straight from the slot would borrow an object that a concurrent completion may free.
     final var pendingContinuations: [Job] {
-        let word = slot.load(ordering: .acquiring)
-        switch word {
-        case SlotWord.empty, SlotWord.completed: return []
-        case SlotWord.list: return spill.load()?.snapshot() ?? []
-        default:
-            // Safe only while the future cannot complete: the detector walks futures blocked on the
-            // thread that is walking, so nothing can take this job out meanwhile.
-            return [Job(borrowingWord: word)]
+        var word = slot.load(ordering: .acquiring)
+        while SlotWord.isJob(word) {
+            let list = spill.load() ?? spill.storeIfNil(ContinuationList())
+            let single = word
+            let moved = list.appendMoving(nil) {
+                let (exchanged, original) = slot.compareExchange(
+                    expected: single, desired: SlotWord.list, ordering: .acquiringAndReleasing)
+                if !exchanged { word = original }
+                return exchanged ? Job(takingRetainedWord: single) : nil
+            }
+            if moved { word = SlotWord.list }
         }
+        return word == SlotWord.list ? spill.load()?.snapshot() ?? [] : []
     }
 }
 
@@ -285,16 +292,6 @@ extension Job {
         }
     }
 
-    /// The job a slot word holds, leaving its retain in the slot.
-    init(borrowingWord word: UInt) {
-        if word & SlotWord.itemTag != 0 {
-            let pointer = UnsafeRawPointer(bitPattern: word & ~SlotWord.itemTag)!
-            self = .item(Unmanaged<WorkItem>.fromOpaque(pointer).takeUnretainedValue())
-        } else {
-            self = .future(Unmanaged<AnyFuture>.fromOpaque(UnsafeRawPointer(bitPattern: word)!).takeUnretainedValue())
-        }
-    }
-
     /// Drops the retain a slot word holds.
     static func releaseWord(_ word: UInt) {
         _ = Job(takingRetainedWord: word)
@@ -320,12 +317,12 @@ final class ContinuationList: Sendable {
     }
 
     /// Under the lock, runs `takeSingle` (which moves the slot from one continuation to `list`) and,
-    /// if it returned the continuation it displaced, appends that and `job`.
-    func appendMoving(_ job: Job, _ takeSingle: () -> Job?) -> Bool {
+    /// if it returned the continuation it displaced, appends that and `job`, if any.
+    func appendMoving(_ job: Job?, _ takeSingle: () -> Job?) -> Bool {
         state.withLock { state in
             guard let single = takeSingle() else { return false }
             state.jobs.append(single)
-            state.jobs.append(job)
+            if let job { state.jobs.append(job) }
             return true
         }
     }

@@ -54,7 +54,8 @@ final class WhenAnyEntry<Value: Sendable>: WorkItem {
 
     override func run() { _ = output.trySucceed(input) }
 
-    override var dependentFuture: AnyFuture? { output }
+    // No `dependentFuture`: the output needs any one input, not this one, so a blocked input does
+    // not block it, and the deadlock detector must not follow it.
 }
 
 extension Future {
@@ -151,7 +152,6 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         }
     }
 
-    override var dependentFuture: AnyFuture? { output }
 }
 
 extension Future {

@@ -26,7 +26,8 @@ extension AnyFuture {
         let worker = thread.worker
         worker?.pool.workerWillBlock()
         defer { worker?.pool.workerDidUnblock() }
-        let deadline = timeoutNanoseconds < 0 ? Int64.max : Clock.now &+ timeoutNanoseconds
+        let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
+        let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
         while !isCompleted {
             let remaining = deadline == .max ? -1 : deadline - Clock.now
             if remaining < 0 && deadline != .max { return false }

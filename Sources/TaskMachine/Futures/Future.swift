@@ -84,13 +84,22 @@ public class Future<Value: Sendable>: AnyFuture {
     }
 
     /// Completes this future with the outcome of `other`, which has completed.
+    /// Reads `other`'s errors (observing them) only if this future takes them.
     final func tryComplete(from other: Future<Value>) -> Bool {
+        precondition(other.isCompleted, "tryComplete(from:) needs a completed future")
+        guard reserveCompletion() else { return false }
         switch other.status {
-        case .succeeded: return trySucceed(other.storedValue!)
-        case .failed: return tryFail(other.errors)
-        case .cancelled: return tryCancel(token: other.failure?.token ?? .none)
-        case .pending: preconditionFailure("tryComplete(from:) needs a completed future")
+        case .succeeded:
+            storedValue = other.storedValue
+            publishCompletion(.succeeded)
+        case .failed:
+            failure = Failure(errors: other.errors, token: .none)
+            publishCompletion(.failed)
+        case .cancelled, .pending:
+            failure = Failure(errors: [], token: other.failure?.token ?? .none)
+            publishCompletion(.cancelled)
         }
+        return true
     }
 
     override var diagnosticName: String { "Future<\(Value.self)>" }

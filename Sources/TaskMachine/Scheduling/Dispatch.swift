@@ -13,7 +13,15 @@ enum Continuations {
     ///
     /// - Parameter mayRunInline: `false` when the promise asked for asynchronous continuations, when
     ///   the continuation is not the first of several, or when registration found the future done.
-    static func dispatch(_ job: Job, mayRunInline: Bool) {
+    static func dispatch(_ job: Job, mayRunInline requested: Bool) {
+        var mayRunInline = requested
+        // A machine resumed from inside its own moveNext (an awaiter that calls back while it is
+        // being registered) is queued: running it here would enter the same machine twice.
+        if mayRunInline, case .future(let future) = job, let state = ThreadState.currentIfPresent,
+            state.runningBox == ObjectIdentifier(future)
+        {
+            mayRunInline = false
+        }
         if let context = job.context {
             if mayRunInline, let state = ThreadState.currentIfPresent, state.synchronizationContext === context {
                 runInline(job, state: state)
@@ -51,13 +59,13 @@ enum Continuations {
         state.deferredHead = 0
     }
 
-    /// Hands this thread's deferred continuations to the pool: called before the thread blocks, so
-    /// none of them waits for a thread that is waiting for it.
+    /// Queues this thread's deferred continuations, each to its own context or to the pool: called
+    /// before the thread blocks, so none of them waits for a thread that is waiting for it.
     static func releaseDeferred(_ state: ThreadState) {
         guard state.deferredHead < state.deferred.count else { return }
         let pending = state.deferred[state.deferredHead...]
         state.deferred.removeAll()
         state.deferredHead = 0
-        for job in pending { ThreadPool.shared.enqueue(job) }
+        for job in pending { dispatch(job, mayRunInline: false) }
     }
 }

@@ -39,11 +39,12 @@ final class ThreadPool {
 
     let targetWorkerCount: Int
     private let state = Locked(State())
-    /// Idle seconds after which an extra worker retires.
-    static let extraWorkerIdleNanoseconds: Int64 = 5_000_000_000
+    /// How long an extra worker stays idle before it retires (5 s for the shared pool).
+    let extraWorkerIdleNanoseconds: Int64
 
-    init(workerCount: Int) {
+    init(workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000) {
         targetWorkerCount = max(1, workerCount)
+        self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
     }
 
     /// Queues `job` to run on a worker.
@@ -57,10 +58,17 @@ final class ThreadPool {
                 return (nil, targetWorkerCount)
             }
             // Each idle worker is taken off the list as it is woken: one wake-up per sleeper.
-            return (state.idle.popLast(), 0)
+            if let idle = state.idle.popLast() { return (idle, 0) }
+            // No one idle and fewer running workers than the target, because some are blocked in
+            // wait(): start one, or the queue could wait for a job that only it would run.
+            if state.workers - state.blocked < targetWorkerCount {
+                state.workers += 1
+                return (nil, 1)
+            }
+            return (nil, 0)
         }
         if let toWake { toWake.state.parker.unpark() }
-        for _ in 0..<toStart { startWorker(isExtra: false) }
+        for _ in 0..<toStart { startWorker(isExtra: state.withLock { $0.workers } > targetWorkerCount) }
     }
 
     private func startWorker(isExtra: Bool) {
@@ -93,11 +101,13 @@ final class ThreadPool {
                 state.withLock { $0.busy -= 1 }
                 continue
             }
-            let woken = threadState.parker.park(
-                timeoutNanoseconds: worker.isExtra ? Self.extraWorkerIdleNanoseconds : -1)
+            let woken = threadState.parker.park(timeoutNanoseconds: worker.isExtra ? extraWorkerIdleNanoseconds : -1)
             if !woken && worker.isExtra {
                 let retire = state.withLock { state -> Bool in
-                    guard let position = state.idle.firstIndex(where: { $0 === worker }) else { return false }
+                    // Retire only while enough workers remain that are not blocked in wait().
+                    guard state.workers - state.blocked > targetWorkerCount,
+                        let position = state.idle.firstIndex(where: { $0 === worker })
+                    else { return false }
                     state.idle.remove(at: position)
                     state.workers -= 1
                     return true

@@ -19,6 +19,8 @@ final class ThreadState {
     let role: RuntimeThread.Role
     let kernelID: Int64
 
+    /// The state machine box whose `moveNext` runs innermost on this thread, if any.
+    var runningBox: ObjectIdentifier?
     /// How many continuations are running inline, nested, on this stack.
     var inlineDepth = 0
     /// Continuations deferred by the trampoline; drained by the outermost inline run.

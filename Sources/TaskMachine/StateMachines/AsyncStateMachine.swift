@@ -106,9 +106,14 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
         }
         // One resumption runs at a time, so a plain store suffices; it happens before this
         // resumption can complete the future, which publishes it to whoever sees the completion.
+        guard machine != nil else { return }  // completed already, e.g. when its awaiter refused it
         let resumption = resumptions.load(ordering: .relaxed) &+ 1
         resumptions.store(resumption, ordering: .relaxed)
+        let thread = ThreadState.current
+        let outer = thread.runningBox
+        thread.runningBox = ObjectIdentifier(self)
         machine!.moveNext()
+        thread.runningBox = outer
         // Completed, and by this resumption (no later one started): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
             machine = nil

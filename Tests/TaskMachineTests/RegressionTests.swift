@@ -1,0 +1,154 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A source that finds its operation done just as the continuation arrives, and resumes it from
+/// inside `onCompleted`.
+final class EagerSource: ValueFutureSource {
+    func status(token: UInt16) throws -> FutureStatus { .pending }
+    func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws { continuation.resume() }
+    func getResult(token: UInt16) throws -> Int { 5 }
+}
+
+/// Suspends once (so it runs inside its box), then awaits an `EagerSource`.
+struct AwaitEagerSource: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    var awaiter: ValueFutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                awaitUnsafeOnCompleted(Future.yield().getAwaiter())
+                return
+            }
+            if state == 1 {
+                let awaiter = ValueFuture<Int>(source: EagerSource(), token: 0).getAwaiter()
+                self.awaiter = awaiter
+                state = 2
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try awaiter!.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+}
+
+/// Bugs found in review, each pinned by the scenario that exposed it.
+@Suite struct RegressionTests {
+    @Test func anExtraWorkerDoesNotRetireWhileRegularWorkersAreBlocked() throws {
+        let pool = ThreadPool(workerCount: 2, extraWorkerIdleNanoseconds: 20_000_000)
+        func run(_ body: @escaping @Sendable () throws -> Void) -> Future<Void> {
+            let done = Promise<Void>()
+            pool.enqueue(
+                .item(
+                    ClosureWorkItem {
+                        do { try body(); done.trySucceed() } catch { done.tryFail(error) }
+                    }))
+            return done.future
+        }
+        try run {}.wait(timeout: .seconds(10))
+        let first = Promise<Void>()
+        let second = Promise<Void>()
+        let third = Promise<Void>()
+        let a = run {
+            try first.future.wait(timeout: .seconds(20))  // blocks one worker while the other idles
+            try third.future.wait(timeout: .seconds(20))  // blocks it again while the extra idles
+        }
+        while pool.counts.blocked < 1 { usleepish() }
+        let b = run { try second.future.wait(timeout: .seconds(20)) }  // all blocked: an extra starts
+        while pool.counts.blocked < 2 { usleepish() }
+        try first.succeed()
+        usleep(100_000)  // five times the extra's idle limit
+        _ = run { third.trySucceed() }  // needs a worker that is not blocked
+        try a.wait(timeout: .seconds(10))
+        try second.succeed()
+        try b.wait(timeout: .seconds(10))
+    }
+
+    @Test func aDeferredContinuationStaysOnItsContextWhenTheThreadBlocks() throws {
+        let ui = SingleThreadContext(name: "ui-deferred")
+        defer { try? ui.shutdown() }
+        let ranOn = Promise<String>()
+        let done = ui.run { () throws -> Int in
+            let promises = (0..<20).map { _ in Promise<Void>() }
+            for index in 0..<19 {
+                let next = promises[index + 1]
+                promises[index].future.getAwaiter().onCompleted {
+                    next.trySucceed()
+                    // Deep in the trampoline: the next continuation is deferred; block a little.
+                    if index == 15 { _ = try? Future.delay(.milliseconds(10)).wait() }
+                    if index == 16 { ranOn.trySucceed(RuntimeThread.current.name) }
+                }
+            }
+            promises[0].trySucceed()
+            return 1
+        }
+        _ = try done.wait(timeout: .seconds(10))
+        #expect(try ranOn.future.wait(timeout: .seconds(10)) == "ui-deferred")
+    }
+
+    @Test func whenAnyOverABlockedInputIsNotADeadlock() throws {
+        let ui = SingleThreadContext(name: "ui-whenany")
+        defer { try? ui.shutdown() }
+        let never = Promise<Int>()
+        let outcome = ui.run { () throws -> Int in
+            let blocked = DoubleAfter.start(never.future)
+            let quick = Future.delay(.milliseconds(10)).mapForTests { 7 }
+            return try Future.whenAny(blocked, quick).wait(timeout: .seconds(10)).getResult()
+        }
+        #expect(try outcome.wait(timeout: .seconds(10)) == 7)
+        never.trySucceed(1)
+    }
+
+    @Test func aHugeTimeoutWaitsInsteadOfOverflowing() throws {
+        let soon = Future.delay(.milliseconds(5))
+        try soon.wait(timeout: .seconds(Int64.max))
+        try Future.delay(.milliseconds(5)).wait(timeout: .seconds(1_000_000_000))
+    }
+
+    @Test func aSourceThatResumesInsideOnCompletedDoesNotReenterTheMachine() throws {
+        var machine = AwaitEagerSource()
+        FutureMethodBuilder.start(&machine)
+        #expect(try machine.builder.future.wait(timeout: .seconds(10)) == 5)
+    }
+
+    @Test func aSourceFailingAfterATimeoutIsStillReportedUnobserved() throws {
+        let reported = Promise<String>()
+        let previous = ErrorReporting.unobservedErrorHandler
+        ErrorReporting.unobservedErrorHandler = { report in
+            if report.errors.contains(where: { ($0 as? TestError)?.code == 21 }) {
+                reported.trySucceed(report.futureDescription)
+            } else {
+                previous(report)
+            }
+        }
+        defer { ErrorReporting.unobservedErrorHandler = previous }
+        do {
+            let source = Promise<Int>()
+            let timed = source.future.waiting(timeout: .milliseconds(1))
+            #expect(throws: TimeoutError.self) { try timed.wait(timeout: .seconds(10)) }
+            try source.fail(TestError(code: 21))
+        }
+        #expect(try reported.future.wait(timeout: .seconds(10)) == "Future<Int>")
+    }
+
+    @Test func workPostedAfterShutdownRunsOnThePoolAndSendRunsInline() throws {
+        let ui = SingleThreadContext(name: "ui-gone")
+        try ui.shutdown()
+        let ranOn = Promise<RuntimeThread.Role>()
+        ui.post { ranOn.trySucceed(RuntimeThread.current.role) }
+        #expect(try ranOn.future.wait(timeout: .seconds(10)) == .poolWorker)
+        let sentOn = Locked<String>("")
+        ui.send { sentOn.withLock { $0 = RuntimeThread.current.name } }
+        #expect(sentOn.withLock { $0 } == RuntimeThread.current.name)
+        #expect(!ui.isCurrentThread)
+    }
+}
