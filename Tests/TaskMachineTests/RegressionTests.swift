@@ -152,3 +152,15 @@ struct AwaitEagerSource: AsyncStateMachine {
         #expect(!ui.isCurrentThread)
     }
 }
+
+@Suite struct ContinuationRemovalTests {
+    @Test func waitsThatTimeOutDoNotPileUpOnAFutureThatNeverCompletes() throws {
+        let never = Promise<Int>().future
+        for _ in 0..<50 {
+            #expect(throws: TimeoutError.self) { try never.wait(timeout: .zero) }
+            #expect(throws: TimeoutError.self) { try never.waiting(timeout: .zero).wait(timeout: .seconds(10)) }
+        }
+        // At most the first continuation stays in the slot, which never moves back.
+        #expect(never.pendingContinuations.count <= 1)
+    }
+}

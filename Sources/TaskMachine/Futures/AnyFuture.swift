@@ -212,15 +212,7 @@ public class AnyFuture {
                 return spill.load()!.append(job)
             default:
                 // One continuation is there: move it and this one into the list.
-                let list = spill.load() ?? spill.storeIfNil(ContinuationList())
-                let single = current
-                let moved = list.appendMoving(job) {
-                    let (exchanged, original) = slot.compareExchange(
-                        expected: single, desired: SlotWord.list, ordering: .acquiringAndReleasing)
-                    if !exchanged { current = original }
-                    return exchanged ? Job(takingRetainedWord: single) : nil
-                }
-                if moved { return true }
+                if spillSingle(current, adding: job, seen: &current) { return true }
             }
         }
     }
@@ -233,6 +225,14 @@ public class AnyFuture {
         }
     }
 
+    /// Takes back a continuation that is no longer wanted (a wait that timed out), so that polling a
+    /// future that never completes does not grow its list. The slot never moves back, so a lone
+    /// continuation still in the slot stays there until completion, and then does nothing.
+    final func removeContinuation(_ item: WorkItem) {
+        guard slot.load(ordering: .acquiring) == SlotWord.list else { return }
+        spill.load()?.remove(item)
+    }
+
     /// The jobs waiting on a pending future, for the deadlock detector's walk.
     ///
     /// A single continuation is first moved into the list, under the list's lock: reading it
@@ -240,17 +240,22 @@ public class AnyFuture {
     final var pendingContinuations: [Job] {
         var word = slot.load(ordering: .acquiring)
         while SlotWord.isJob(word) {
-            let list = spill.load() ?? spill.storeIfNil(ContinuationList())
-            let single = word
-            let moved = list.appendMoving(nil) {
-                let (exchanged, original) = slot.compareExchange(
-                    expected: single, desired: SlotWord.list, ordering: .acquiringAndReleasing)
-                if !exchanged { word = original }
-                return exchanged ? Job(takingRetainedWord: single) : nil
-            }
-            if moved { word = SlotWord.list }
+            if spillSingle(word, adding: nil, seen: &word) { word = SlotWord.list }
         }
         return word == SlotWord.list ? spill.load()?.snapshot() ?? [] : []
+    }
+
+    /// Moves the single continuation `single` from the slot into the list, with `job` after it,
+    /// under the list's lock. Returns `false` if the slot no longer held `single`; `seen` then
+    /// holds what it held instead.
+    private final func spillSingle(_ single: UInt, adding job: Job?, seen: inout UInt) -> Bool {
+        let list = spill.load() ?? spill.storeIfNil(ContinuationList())
+        return list.appendMoving(job) {
+            let (exchanged, original) = slot.compareExchange(
+                expected: single, desired: SlotWord.list, ordering: .acquiringAndReleasing)
+            if !exchanged { seen = original }
+            return exchanged ? Job(takingRetainedWord: single) : nil
+        }
     }
 }
 
@@ -333,6 +338,14 @@ final class ContinuationList: Sendable {
             state.closed = true
             defer { state.jobs = [] }
             return state.jobs
+        }
+    }
+
+    /// Removes `item` if it is still waiting.
+    func remove(_ item: WorkItem) {
+        state.withLock { state in
+            guard !state.closed, let index = state.jobs.firstIndex(where: { $0.isItem(item) }) else { return }
+            state.jobs.remove(at: index)
         }
     }
 

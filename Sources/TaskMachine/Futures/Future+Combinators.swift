@@ -118,40 +118,63 @@ extension Future where Value == Void {
 /// The state of a `waiting(timeout:cancellation:)` call: whichever comes first completes the output.
 final class WaitingRace<Value: Sendable>: TimerEntry {
     let output: Future<Value>
+    /// Weak: the source holds the forwarder, which holds the race; a strong reference back would
+    /// keep a source that never completes alive for ever.
+    private weak var source: Future<Value>?
     private let timeout: Duration
     /// Whether the race has a timer in the timer queue (only then may it cancel it).
     let hasTimer: Bool
-    private let registration = Locked<CancellationRegistration?>(nil)
+    private let hooks = Locked<(registration: CancellationRegistration?, forwarder: WorkItem?)>((nil, nil))
 
-    init(output: Future<Value>, timeout: Duration?) {
+    init(output: Future<Value>, source: Future<Value>, timeout: Duration?) {
         self.output = output
+        self.source = source
         self.timeout = timeout ?? .zero
         hasTimer = timeout != nil
         super.init(deadline: timeout.map { Clock.deadline(after: $0) } ?? .max)
     }
 
+    /// Registers on the source, on `token` and on the timer queue.
+    func start(cancellation token: CancellationToken) {
+        let forwarder = ClosureWorkItem { [self] in sourceCompleted() }
+        hooks.withLock { $0.forwarder = forwarder }
+        if token.canBeCancelled {
+            let registered = token.register { [weak self] in
+                guard let self, output.tryCancel(token: token, forceAsynchronous: true) else { return }
+                if hasTimer { cancel() }
+                dropForwarder()
+            }
+            hooks.withLock { $0.registration = registered }
+        }
+        source?.onCompletion(.item(forwarder))
+        if hasTimer { TimerQueue.shared.schedule(self) }
+    }
+
     /// The timeout.
     override func fire() {
-        _ = output.tryFail([TimeoutError(timeout: timeout)])
-        registration.withLock { $0 }?.unregister()
+        guard output.tryFail([TimeoutError(timeout: timeout)]) else { return }
+        hooks.withLock { $0.registration }?.unregister()
+        dropForwarder()
     }
 
-    func hook(_ token: CancellationToken) {
-        let registered = token.register { [weak self] in
-            guard let self else { return }
-            if output.tryCancel(token: token, forceAsynchronous: true), hasTimer { cancel() }
+    /// The source completed (first, or after the race was decided).
+    private func sourceCompleted() {
+        // The forwarder has run: let go of it, which breaks the cycle race → forwarder → race.
+        hooks.withLock { $0.forwarder = nil }
+        guard let source, output.tryComplete(from: source) else { return }
+        if hasTimer { cancel() }
+        hooks.withLock { $0.registration }?.unregister()
+    }
+
+    /// Takes the forwarding continuation back from a source that lost the race, so that racing a
+    /// future that never completes, again and again, does not pile up continuations on it.
+    private func dropForwarder() {
+        let forwarder = hooks.withLock { hooks in
+            defer { hooks.forwarder = nil }
+            return hooks.forwarder
         }
-        registration.withLock { $0 = registered }
+        if let forwarder { source?.removeContinuation(forwarder) }
     }
-
-    /// The source future completed first.
-    func sourceCompleted(_ source: Future<Value>) {
-        if output.tryComplete(from: source) {
-            if hasTimer { cancel() }
-            registration.withLock { $0 }?.unregister()
-        }
-    }
-
 }
 
 extension Future {
@@ -169,10 +192,7 @@ extension Future {
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if timeout == nil && !cancellation.canBeCancelled { return self }
         let output = Future<Value>(runsContinuationsAsynchronously: false)
-        let race = WaitingRace(output: output, timeout: timeout)
-        if cancellation.canBeCancelled { race.hook(cancellation) }
-        onCompletion(.item(ClosureWorkItem { [self] in race.sourceCompleted(self) }))
-        if race.hasTimer { TimerQueue.shared.schedule(race) }
+        WaitingRace(output: output, source: self, timeout: timeout).start(cancellation: cancellation)
         return output
     }
 }
@@ -183,5 +203,5 @@ extension WhenAllCounter: @unchecked Sendable {}
 // Safe to share: immutable.
 extension WhenAnyEntry: @unchecked Sendable {}
 
-// Safe to share: the registration sits under a mutex, the rest is immutable.
+// Safe to share: the hooks sit under a lock, the rest is immutable.
 extension WaitingRace: @unchecked Sendable {}

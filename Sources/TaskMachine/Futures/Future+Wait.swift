@@ -22,7 +22,8 @@ extension AnyFuture {
         if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }
         // Continuations this thread deferred must not wait for this thread.
         Continuations.releaseDeferred(thread)
-        onCompletion(.item(BlockingWaiter(parker: thread.parker)))
+        let waiter = BlockingWaiter(parker: thread.parker)
+        onCompletion(.item(waiter))
         let worker = thread.worker
         worker?.pool.workerWillBlock()
         defer { worker?.pool.workerDidUnblock() }
@@ -30,10 +31,14 @@ extension AnyFuture {
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
         while !isCompleted {
             let remaining = deadline == .max ? -1 : deadline - Clock.now
-            if remaining < 0 && deadline != .max { return false }
+            if remaining < 0 && deadline != .max {
+                removeContinuation(waiter)
+                return false
+            }
             thread.parker.park(timeoutNanoseconds: remaining)
             // A job posted to this thread's context wakes it too: look again for a deadlock.
             if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
+                removeContinuation(waiter)
                 throw deadlock
             }
         }

@@ -17,6 +17,12 @@ enum Job {
         }
     }
 
+    /// Whether this job is `item`.
+    func isItem(_ item: WorkItem) -> Bool {
+        if case .item(let mine) = self { return mine === item }
+        return false
+    }
+
     /// The context this continuation must run on, or `nil` for anywhere.
     var context: SynchronizationContext? {
         switch self {
