@@ -2,8 +2,8 @@ import Synchronization
 
 /// A snapshot of the threads the runtime has and what they are doing.
 ///
-/// Threads start only when first needed: the pool's workers on the first queued job, the timer
-/// thread on the first timer, a context's thread when the context is created.
+/// Threads start only when first needed: the pool's workers and its monitor on the first queued
+/// job, the timer thread on the first timer, a context's thread when the context is created.
 public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     /// Pool worker threads alive, extra (compensating) workers included.
     public var poolWorkers: Int
@@ -19,6 +19,28 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     public var pendingTimers: Int
     /// Threads of live `SingleThreadContext`s.
     public var contextThreads: Int
+    /// The pool's starvation monitor: 0 before the pool starts, then 1.
+    public var monitorThreads: Int
+    /// What the pool has done since the process started.
+    public var poolActivity: PoolActivity
+
+    /// Counts of the pool's scheduling events since the process started.
+    public struct PoolActivity: Sendable, Equatable {
+        /// Successful steals: each moved about half of another worker's queue.
+        public var steals: UInt64
+        /// Times a worker went to sleep for lack of work.
+        public var parks: UInt64
+        /// Sleeping workers woken because work arrived.
+        public var wakeUps: UInt64
+        /// Jobs queued from outside the pool, or overflowing a worker's queue, onto the global queue.
+        public var injections: UInt64
+        /// Extra workers that retired after a long idle.
+        public var retirements: UInt64
+        /// Extra workers started, for blocked workers or for starvation.
+        public var extraWorkersStarted: UInt64
+        /// Of those, workers the monitor added because queued work stood still.
+        public var starvationWorkersAdded: UInt64
+    }
 
     /// The runtime now.
     public static var current: RuntimeStatistics {
@@ -30,7 +52,9 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
             blockedWorkers: pool.blocked,
             timerThreads: TimerQueue.shared.threadCount,
             pendingTimers: TimerQueue.shared.pendingCount,
-            contextThreads: contextThreads.load(ordering: .relaxed)
+            contextThreads: contextThreads.load(ordering: .relaxed),
+            monitorThreads: ThreadPool.shared.monitorThreadCount,
+            poolActivity: ThreadPool.shared.activitySnapshot
         )
     }
 
@@ -38,11 +62,12 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     public static var targetPoolWorkers: Int { ThreadPool.shared.targetWorkerCount }
 
     /// All the threads the runtime started and that are alive.
-    public var totalThreads: Int { poolWorkers + timerThreads + contextThreads }
+    public var totalThreads: Int { poolWorkers + monitorThreads + timerThreads + contextThreads }
 
     public var description: String {
         "pool workers \(poolWorkers) (busy \(busyWorkers), idle \(idleWorkers), blocked \(blockedWorkers)), "
-            + "timer threads \(timerThreads), pending timers \(pendingTimers), context threads \(contextThreads)"
+            + "pool monitor \(monitorThreads), timer threads \(timerThreads), pending timers \(pendingTimers), "
+            + "context threads \(contextThreads)"
     }
 
     private static let contextThreads = Atomic<Int>(0)

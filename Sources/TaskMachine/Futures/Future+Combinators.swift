@@ -140,9 +140,10 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         hooks.withLock { $0.forwarder = forwarder }
         if token.canBeCancelled {
             let registered = token.register { [weak self] in
-                guard let self, output.tryCancel(token: token, forceAsynchronous: true) else { return }
-                if hasTimer { cancel() }
+                guard let self, !output.isCompleted else { return }
                 dropForwarder()
+                guard output.tryCancel(token: token, forceAsynchronous: true) else { return }
+                if hasTimer { cancel() }
             }
             hooks.withLock { $0.registration = registered }
         }
@@ -150,11 +151,13 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         if hasTimer { TimerQueue.shared.schedule(self) }
     }
 
-    /// The timeout.
+    /// The timeout. The forwarder is taken back first, so that whoever sees the output time out
+    /// finds the source as it was before `waiting` was called.
     override func fire() {
+        guard !output.isCompleted else { return }
+        dropForwarder()
         guard output.tryFail([TimeoutError(timeout: timeout)]) else { return }
         hooks.withLock { $0.registration }?.unregister()
-        dropForwarder()
     }
 
     /// The source completed (first, or after the race was decided).

@@ -2,82 +2,185 @@ import CTaskMachine
 import Glibc
 import Synchronization
 
-/// The thread pool: worker threads, started on first use, that run queued jobs and sleep when idle.
+/// The thread pool: a work-stealing scheduler whose workers start on first use.
 ///
-/// This first pool shares one FIFO queue under a lock. A worker that blocks in `wait()` tells the
-/// pool, which starts an extra worker when no other is idle, so blocking cannot starve the queue;
-/// extra workers retire after a few idle seconds.
+/// Each worker owns a ``LocalQueue`` and a LIFO slot. A job queued by a worker (a continuation, a
+/// `Future.run` from pool code) goes into that worker's LIFO slot, pushing the slot's previous job
+/// into its queue: the newest job runs next, while its data is warm in the cache. Jobs from other
+/// threads go to a global FIFO queue. An idle worker looks, in order, at its LIFO slot, its queue,
+/// the global queue, and then steals half the queue of a randomly chosen other worker.
+///
+/// Fairness: the LIFO slot runs at most `maxLifoStreak` times in a row, and every
+/// `globalQueueInterval` jobs a worker looks at the global queue first.
+///
+/// Sleeping: a worker with nothing to do parks on its futex. Queuing work wakes one parked worker,
+/// and only when no worker is already searching for work: at most one wake-up is outstanding, and
+/// a woken worker that finds work wakes the next if more is waiting.
+///
+/// Blocking: a worker about to block in `wait()` hands its LIFO job over and, when fewer than the
+/// target number of workers would be left unblocked, starts an extra worker at once. A monitor
+/// thread adds a worker when queued work has not moved for `starvationPeriod` (workers busy with
+/// long jobs). Extra workers retire after `extraWorkerIdleNanoseconds` idle.
 final class ThreadPool {
-    /// The process-wide pool.
+    /// The process-wide pool: one worker per core.
     static let shared = ThreadPool(workerCount: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
-    /// One worker thread.
+    /// Times in a row the LIFO slot may run before the queue gets a turn (tokio's choice: enough
+    /// for a ping-pong of continuations, too few to starve the queue).
+    static let maxLifoStreak = 3
+    /// A worker looks at the global queue first once in this many jobs (tokio's 61: a prime, so
+    /// it does not fall into step with patterns in the workload).
+    static let globalQueueInterval: UInt32 = 61
+    /// How long queued work may stand still before the monitor adds a worker.
+    static let starvationPeriodNanoseconds: Int64 = 500_000_000
+    /// At most this many extra workers beyond the target, whatever blocks.
+    static let maxExtraWorkers = 256
+
+    /// One worker thread and its queues.
     final class Worker {
         let index: Int
-        /// Extra workers, started to compensate for blocked ones, retire when idle.
+        /// Extra workers, started to compensate for blocked or starved ones, retire when idle.
         let isExtra: Bool
         unowned(unsafe) let pool: ThreadPool
+        let queue = LocalQueue()
+        /// Owner only: the newest job, run next.
+        var lifoSlot: Job?
+        /// Owner only: woken to look for work, and not found any yet.
+        var isSearching = false
+        /// Set by the waker, under the pool's lock, when it takes this worker off the idle list.
+        let notified = Atomic<Bool>(false)
+        /// Jobs run; written by the owner, read by the monitor.
+        let completed = Atomic<UInt64>(0)
+        /// Owner only: xorshift state for choosing victims.
+        var random: UInt64
         var state: ThreadState!
 
         init(index: Int, isExtra: Bool, pool: ThreadPool) {
             self.index = index
             self.isExtra = isExtra
             self.pool = pool
+            random = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
+        }
+
+        /// The next pseudo-random number (xorshift64).
+        func nextRandom() -> UInt64 {
+            random ^= random << 13
+            random ^= random >> 7
+            random ^= random << 17
+            return random
         }
     }
 
-    private struct State {
-        var queue = JobQueue()
+    private struct Control {
         var started = false
-        var workers = 0
+        var workers: [Worker] = []
         var idle: [Worker] = []
-        var busy = 0
         var blocked = 0
         var nextIndex = 1
-        var enqueued: UInt64 = 0
     }
 
     let targetWorkerCount: Int
-    private let state = Locked(State())
     /// How long an extra worker stays idle before it retires (5 s for the shared pool).
     let extraWorkerIdleNanoseconds: Int64
+    private let control = Locked(Control())
+    private let global = Locked(JobQueue())
+    private let globalCount = Atomic<Int>(0)
+    private let idleCount = Atomic<Int>(0)
+    private let searchingCount = Atomic<Int>(0)
+    private let monitorParker = Parker()
+    let activity = Activity()
 
     init(workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
     }
 
-    /// Queues `job` to run on a worker.
+    // MARK: Queuing
+
+    /// Queues `job`: into the calling worker's LIFO slot, or, from any other thread, the global queue.
     func enqueue(_ job: Job) {
-        let (toWake, toStart) = state.withLock { state -> (Worker?, Int) in
-            state.queue.push(job)
-            state.enqueued &+= 1
-            if !state.started {
-                state.started = true
-                state.workers = targetWorkerCount
-                return (nil, targetWorkerCount)
+        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
+            if let previous = worker.lifoSlot {
+                pushLocal(previous, on: worker)
+                worker.lifoSlot = job
+                // The worker's queue has stealable work now.
+                notify()
+            } else {
+                worker.lifoSlot = job
             }
-            // Each idle worker is taken off the list as it is woken: one wake-up per sleeper.
-            if let idle = state.idle.popLast() { return (idle, 0) }
-            // No one idle and fewer running workers than the target, because some are blocked in
-            // wait(): start one, or the queue could wait for a job that only it would run.
-            if state.workers - state.blocked < targetWorkerCount {
-                state.workers += 1
-                return (nil, 1)
-            }
-            return (nil, 0)
+            return
         }
-        if let toWake { toWake.state.parker.unpark() }
-        for _ in 0..<toStart { startWorker(isExtra: state.withLock { $0.workers } > targetWorkerCount) }
+        inject([job])
+    }
+
+    /// Pushes onto `worker`'s queue (its owner calls), sending overflow to the global queue.
+    private func pushLocal(_ job: Job, on worker: Worker) {
+        if let overflow = worker.queue.push(job) { inject(overflow) }
+    }
+
+    /// Queues jobs on the global queue and wakes a worker.
+    private func inject(_ jobs: [Job]) {
+        startIfNeeded()
+        global.withLock { queue in for job in jobs { queue.push(job) } }
+        globalCount.add(jobs.count, ordering: .releasing)
+        activity.injections.add(UInt64(jobs.count), ordering: .relaxed)
+        notify()
+    }
+
+    private func popGlobal() -> Job? {
+        guard globalCount.load(ordering: .acquiring) > 0 else { return nil }
+        let job = global.withLock { $0.pop() }
+        if job != nil { globalCount.subtract(1, ordering: .relaxed) }
+        return job
+    }
+
+    /// Wakes one parked worker if none is searching already.
+    private func notify() {
+        // Pairs with the fence a worker makes between joining the idle list and its last look
+        // for work: either it sees this work, or this sees it idle.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        guard idleCount.load(ordering: .relaxed) > 0, searchingCount.load(ordering: .relaxed) == 0 else { return }
+        let woken = control.withLock { control -> Worker? in
+            guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else { return nil }
+            idleCount.subtract(1, ordering: .relaxed)
+            searchingCount.add(1, ordering: .relaxed)
+            worker.notified.store(true, ordering: .relaxed)
+            return worker
+        }
+        guard let woken else { return }
+        activity.wakeUps.add(1, ordering: .relaxed)
+        woken.state.parker.unpark()
+    }
+
+    /// Whether any queue the workers share holds work.
+    private func hasStealableWork() -> Bool {
+        if globalCount.load(ordering: .acquiring) > 0 { return true }
+        return control.withLock { control in control.workers.contains { $0.queue.count > 0 } }
+    }
+
+    // MARK: Workers
+
+    private func startIfNeeded() {
+        let start = control.withLock { control -> Bool in
+            guard !control.started else { return false }
+            control.started = true
+            return true
+        }
+        guard start else { return }
+        for _ in 0..<targetWorkerCount { startWorker(isExtra: false) }
+        let monitor = spawnThread(name: "pool-monitor", role: .poolMonitor) { [self] in runMonitor() }
+        pthread_detach(monitor)
     }
 
     private func startWorker(isExtra: Bool) {
-        let index = state.withLock { state -> Int in
-            defer { state.nextIndex += 1 }
-            return state.nextIndex
+        let worker = control.withLock { control -> Worker in
+            defer { control.nextIndex += 1 }
+            let worker = Worker(index: control.nextIndex, isExtra: isExtra, pool: self)
+            control.workers.append(worker)
+            return worker
         }
-        let worker = Worker(index: index, isExtra: isExtra, pool: self)
-        let thread = spawnThread(name: "pool-\(index)", role: .poolWorker) { [worker] in
+        if isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
+        let thread = spawnThread(name: "pool-\(worker.index)", role: .poolWorker) { [worker] in
             worker.state = ThreadState.current
             worker.state.worker = worker
             worker.pool.runWorker(worker)
@@ -86,65 +189,193 @@ final class ThreadPool {
     }
 
     private func runWorker(_ worker: Worker) {
-        let threadState = worker.state!
+        var tick: UInt32 = 0
+        var lifoStreak = 0
         while true {
-            let next = state.withLock { state -> Job? in
-                if let job = state.queue.pop() {
-                    state.busy += 1
-                    return job
+            if let job = nextJob(for: worker, tick: &tick, lifoStreak: &lifoStreak) {
+                if worker.isSearching {
+                    worker.isSearching = false
+                    // The last searcher found work: if more is waiting, wake the next one.
+                    if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 && hasStealableWork() { notify() }
                 }
-                state.idle.append(worker)
-                return nil
-            }
-            if let next {
-                next.run()
-                state.withLock { $0.busy -= 1 }
+                job.run()
+                worker.completed.store(worker.completed.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
                 continue
             }
-            let woken = threadState.parker.park(timeoutNanoseconds: worker.isExtra ? extraWorkerIdleNanoseconds : -1)
-            if !woken && worker.isExtra {
-                let retire = state.withLock { state -> Bool in
-                    // Retire only while enough workers remain that are not blocked in wait().
-                    guard state.workers - state.blocked > targetWorkerCount,
-                        let position = state.idle.firstIndex(where: { $0 === worker })
-                    else { return false }
-                    state.idle.remove(at: position)
-                    state.workers -= 1
-                    return true
-                }
-                if retire { return }
+            if worker.isSearching {
+                worker.isSearching = false
+                searchingCount.subtract(1, ordering: .relaxed)
             }
-            // Woken, or a spurious return: take this worker off the idle list if it is still there.
-            state.withLock { state in
-                if let position = state.idle.firstIndex(where: { $0 === worker }) {
-                    state.idle.remove(at: position)
-                }
-            }
+            if !parkIdle(worker) { return }
         }
     }
 
-    /// Called by a worker about to block: starts an extra worker if no other could take queued work.
-    func workerWillBlock() {
-        let startExtra = state.withLock { state -> Bool in
-            state.blocked += 1
-            guard state.idle.isEmpty else { return false }
-            state.workers += 1
+    private func nextJob(for worker: Worker, tick: inout UInt32, lifoStreak: inout Int) -> Job? {
+        tick &+= 1
+        if let job = worker.lifoSlot {
+            worker.lifoSlot = nil
+            if lifoStreak < Self.maxLifoStreak {
+                lifoStreak += 1
+                return job
+            }
+            // The streak is over: the LIFO job waits its turn behind the queue.
+            pushLocal(job, on: worker)
+        }
+        lifoStreak = 0
+        if tick % Self.globalQueueInterval == 0, let job = popGlobal() { return job }
+        if let job = worker.queue.pop() ?? popGlobal() { return job }
+        return steal(for: worker)
+    }
+
+    /// Steals half the queue of another worker, starting from a random one.
+    private func steal(for thief: Worker) -> Job? {
+        let victims = control.withLock { $0.workers }
+        guard victims.count > 1 else { return nil }
+        let start = Int(thief.nextRandom() % UInt64(victims.count))
+        for offset in 0..<victims.count {
+            let victim = victims[(start + offset) % victims.count]
+            guard victim !== thief, victim.queue.count > 0, let job = victim.queue.steal(into: thief.queue) else {
+                continue
+            }
+            activity.steals.add(1, ordering: .relaxed)
+            return job
+        }
+        return nil
+    }
+
+    /// Parks an idle worker until there is work. Returns `false` when the worker retires.
+    private func parkIdle(_ worker: Worker) -> Bool {
+        control.withLock { $0.idle.append(worker) }
+        idleCount.add(1, ordering: .relaxed)
+        // Pairs with `notify`: after joining the idle list, look once more for work queued
+        // meanwhile by a thread that did not see this worker idle yet.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if hasStealableWork() {
+            leaveIdleList(worker)
             return true
         }
-        if startExtra { startWorker(isExtra: true) }
+        activity.parks.add(1, ordering: .relaxed)
+        let woken = worker.state.parker.park(timeoutNanoseconds: worker.isExtra ? extraWorkerIdleNanoseconds : -1)
+        if worker.notified.exchange(false, ordering: .acquiring) {
+            worker.isSearching = true
+            return true
+        }
+        let retire = control.withLock { control -> Bool in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
+            control.idle.remove(at: position)
+            idleCount.subtract(1, ordering: .relaxed)
+            // Retire an extra worker that timed out, while enough unblocked workers remain.
+            guard !woken, worker.isExtra, control.workers.count - control.blocked > targetWorkerCount else {
+                return false
+            }
+            control.workers.removeAll { $0 === worker }
+            return true
+        }
+        if retire {
+            // Nothing of this worker's may be stranded: its queue goes to the global queue.
+            var leftover: [Job] = []
+            while let job = worker.queue.pop() { leftover.append(job) }
+            if !leftover.isEmpty { inject(leftover) }
+            activity.retirements.add(1, ordering: .relaxed)
+            return false
+        }
+        // Taken off the idle list by a waker between the park and the lock: it is searching.
+        if worker.notified.exchange(false, ordering: .acquiring) { worker.isSearching = true }
+        return true
+    }
+
+    /// Takes `worker` off the idle list, or, if a waker took it already, makes it a searcher.
+    private func leaveIdleList(_ worker: Worker) {
+        let wasIdle = control.withLock { control -> Bool in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
+            control.idle.remove(at: position)
+            idleCount.subtract(1, ordering: .relaxed)
+            return true
+        }
+        if !wasIdle, worker.notified.exchange(false, ordering: .acquiring) { worker.isSearching = true }
+    }
+
+    // MARK: Blocking and starvation
+
+    /// Called by a worker about to block in `wait()`: hands over its LIFO job and, if fewer than
+    /// the target of unblocked workers would remain, starts an extra worker at once.
+    func workerWillBlock() {
+        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self, let job = worker.lifoSlot {
+            worker.lifoSlot = nil
+            pushLocal(job, on: worker)
+        }
+        let startExtra = control.withLock { control -> Bool in
+            control.blocked += 1
+            return control.workers.count - control.blocked < targetWorkerCount
+                && control.workers.count < targetWorkerCount + Self.maxExtraWorkers
+        }
+        if startExtra { startWorker(isExtra: true) } else { notify() }
     }
 
     /// Called by a worker when its blocking call returns.
     func workerDidUnblock() {
-        state.withLock { $0.blocked -= 1 }
+        control.withLock { $0.blocked -= 1 }
+    }
+
+    /// Every `starvationPeriodNanoseconds`: if work is queued and no worker finished a job since the
+    /// last look, every worker is stuck in a long job; add one.
+    private func runMonitor() {
+        var lastCompleted: UInt64 = 0
+        while true {
+            monitorParker.park(timeoutNanoseconds: Self.starvationPeriodNanoseconds)
+            let (completed, canGrow) = control.withLock { control in
+                (
+                    control.workers.reduce(0) { $0 &+ $1.completed.load(ordering: .relaxed) },
+                    control.workers.count < targetWorkerCount + Self.maxExtraWorkers
+                )
+            }
+            if completed == lastCompleted && canGrow && hasStealableWork() {
+                activity.starvationWorkersAdded.add(1, ordering: .relaxed)
+                startWorker(isExtra: true)
+            }
+            lastCompleted = completed
+        }
+    }
+
+    // MARK: Statistics
+
+    /// Counters of what the pool did, for statistics and tests.
+    final class Activity: Sendable {
+        let steals = Atomic<UInt64>(0)
+        let parks = Atomic<UInt64>(0)
+        let wakeUps = Atomic<UInt64>(0)
+        let injections = Atomic<UInt64>(0)
+        let retirements = Atomic<UInt64>(0)
+        let extraWorkersStarted = Atomic<UInt64>(0)
+        let starvationWorkersAdded = Atomic<UInt64>(0)
     }
 
     /// A snapshot of the pool's threads.
     var counts: (workers: Int, busy: Int, idle: Int, blocked: Int) {
-        state.withLock { ($0.workers, $0.busy, $0.idle.count, $0.blocked) }
+        control.withLock { control in
+            let idle = control.idle.count
+            return (
+                control.workers.count, max(0, control.workers.count - idle - control.blocked), idle, control.blocked
+            )
+        }
     }
+
+    /// The activity counters, read now.
+    var activitySnapshot: RuntimeStatistics.PoolActivity {
+        RuntimeStatistics.PoolActivity(
+            steals: activity.steals.load(ordering: .relaxed),
+            parks: activity.parks.load(ordering: .relaxed),
+            wakeUps: activity.wakeUps.load(ordering: .relaxed),
+            injections: activity.injections.load(ordering: .relaxed),
+            retirements: activity.retirements.load(ordering: .relaxed),
+            extraWorkersStarted: activity.extraWorkersStarted.load(ordering: .relaxed),
+            starvationWorkersAdded: activity.starvationWorkersAdded.load(ordering: .relaxed))
+    }
+
+    /// Whether the monitor thread runs (it starts with the workers).
+    var monitorThreadCount: Int { control.withLock { $0.started ? 1 : 0 } }
 }
 
-// All mutable state is inside the mutex; workers are handed to their own threads once.
+// The shared state is in atomics and under locks; each worker's plain fields are its own thread's.
 extension ThreadPool: @unchecked Sendable {}
 extension ThreadPool.Worker: @unchecked Sendable {}

@@ -83,6 +83,8 @@ public struct RuntimeThread: Sendable, Hashable, CustomStringConvertible {
         case main
         /// A thread-pool worker.
         case poolWorker = "pool worker"
+        /// The pool's starvation monitor, which adds a worker when queued work stands still.
+        case poolMonitor = "pool monitor"
         /// The timer thread.
         case timer
         /// The loop thread of a `SingleThreadContext`.
@@ -91,7 +93,7 @@ public struct RuntimeThread: Sendable, Hashable, CustomStringConvertible {
         case other
     }
 
-    /// The thread's name: `main`, `pool-1`, `timer`, a context's name, or `thread <id>`.
+    /// The thread's name: `main`, `pool-1`, `pool-monitor`, `timer`, a context's name, or `thread <id>`.
     public let name: String
     /// The role the runtime gave the thread.
     public let role: Role

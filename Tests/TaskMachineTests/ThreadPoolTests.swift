@@ -1,0 +1,160 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A job that records its number where it runs.
+final class NumberedItem: WorkItem {
+    let number: Int
+    init(_ number: Int) {
+        self.number = number
+        super.init()
+    }
+}
+
+// Safe to share: immutable.
+extension NumberedItem: @unchecked Sendable {}
+
+extension Job {
+    var number: Int { if case .item(let item) = self { (item as! NumberedItem).number } else { -1 } }
+}
+
+/// Numbers seen by one thread; merged and checked at the end.
+final class Seen: @unchecked Sendable {
+    var numbers: [Int] = []
+}
+
+@Suite struct ThreadPoolTests {
+    @Test func theLocalQueueLosesAndDuplicatesNothingUnderStealing() throws {
+        let total = 1_000_000
+        let queue = LocalQueue()
+        let ownerSeen = Seen()
+        let thieves = (0..<3).map { _ in (queue: LocalQueue(), seen: Seen()) }
+        let done = Atomic<Bool>(false)
+        let finished = Atomic<Int>(0)
+        let threads = thieves.enumerated().map { index, thief in
+            spawnThread(name: "thief-\(index)", role: .other) {
+                func drain() {
+                    while let job = thief.queue.pop() { thief.seen.numbers.append(job.number) }
+                }
+                while !done.load(ordering: .acquiring) {
+                    if let job = queue.steal(into: thief.queue) {
+                        thief.seen.numbers.append(job.number)
+                        drain()
+                    }
+                }
+                // One last sweep after the owner stopped.
+                while let job = queue.steal(into: thief.queue) {
+                    thief.seen.numbers.append(job.number)
+                    drain()
+                }
+                drain()
+                finished.add(1, ordering: .releasing)
+            }
+        }
+        for number in 0..<total {
+            if let overflow = queue.push(.item(NumberedItem(number))) {
+                ownerSeen.numbers.append(contentsOf: overflow.map(\.number))
+            }
+            // The owner takes some back, as a worker does between pushes.
+            if number % 3 == 0, let job = queue.pop() { ownerSeen.numbers.append(job.number) }
+        }
+        while let job = queue.pop() { ownerSeen.numbers.append(job.number) }
+        done.store(true, ordering: .releasing)
+        for thread in threads { pthread_join(thread, nil) }
+        #expect(finished.load(ordering: .acquiring) == thieves.count)
+
+        var counts = [UInt8](repeating: 0, count: total)
+        for seen in [ownerSeen] + thieves.map(\.seen) {
+            for number in seen.numbers { counts[number] &+= 1 }
+        }
+        #expect(counts.allSatisfy { $0 == 1 })
+        let stolen = thieves.reduce(0) { $0 + $1.seen.numbers.count }
+        #expect(stolen > 0)
+    }
+
+    @Test func jobsQueuedByJobsAllRunOnce() throws {
+        let pool = ThreadPool(workerCount: 2)
+        let ran = Counter()
+        let done = Promise<Void>()
+        let total = 100_000
+        // Each job queues the next two until the total is reached: the LIFO slot, the local
+        // queues and stealing all take part.
+        // 2^17 - 1 jobs in all.
+
+        pool.enqueue(.item(Spawner(pool: pool, depth: 0, ran: ran, done: done, total: total)))
+        try done.future.wait(timeout: .seconds(60))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ran.count < (1 << 17) - 1 && ContinuousClock.now < deadline { usleepish() }
+        #expect(ran.count == (1 << 17) - 1)
+    }
+
+    @Test func workersThatBlockWithoutWaitDoNotStallThePoolPastTheMonitorsPeriod() throws {
+        let pool = ThreadPool(workerCount: 2)
+        let release = Promise<Void>()
+        let starts = Locked<[ContinuousClock.Instant]>([])
+        let queued = ContinuousClock.now
+        // Four jobs that block the way wait() cannot see (sleeping), then a probe.
+        for _ in 0..<4 {
+            pool.enqueue(
+                .item(
+                    ClosureWorkItem {
+                        starts.withLock { $0.append(ContinuousClock.now) }
+                        while !release.future.isCompleted { usleep(10_000) }
+                    }))
+        }
+        let probe = Promise<Void>()
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    starts.withLock { $0.append(ContinuousClock.now) }
+                    probe.trySucceed()
+                }))
+        try probe.future.wait(timeout: .seconds(20))
+        try release.succeed()
+        // The queue never stands still for much longer than the monitor's period: each period,
+        // a worker is added and the next job starts.
+        let times = [queued] + starts.withLock { $0 }.sorted()
+        let longestStill = zip(times.dropFirst(), times).map { $0 - $1 }.max()!
+        let period = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds)
+        #expect(longestStill < period * 2)
+        #expect(pool.activitySnapshot.starvationWorkersAdded >= 3)
+    }
+
+    @Test func theSharedPoolReportsItsActivity() throws {
+        let futures = (0..<1000).map { index in Future.run { index } }
+        for future in futures { _ = try future.wait(timeout: .seconds(10)) }
+        let statistics = RuntimeStatistics.current
+        #expect(statistics.poolActivity.injections >= 1000)
+        #expect(statistics.monitorThreads == 1)
+    }
+}
+
+/// A job that queues two more, down to a depth.
+final class Spawner: WorkItem {
+    let pool: ThreadPool
+    let depth: Int
+    let ran: Counter
+    let done: Promise<Void>
+    let total: Int
+    init(pool: ThreadPool, depth: Int, ran: Counter, done: Promise<Void>, total: Int) {
+        self.pool = pool
+        self.depth = depth
+        self.ran = ran
+        self.done = done
+        self.total = total
+        super.init()
+    }
+    override func run() {
+        ran.increment()
+        if ran.count >= total { done.trySucceed() }
+        guard depth < 16 else { return }
+        for _ in 0..<2 {
+            pool.enqueue(.item(Spawner(pool: pool, depth: depth + 1, ran: ran, done: done, total: total)))
+        }
+    }
+}
+
+// Safe to share: immutable.
+extension Spawner: @unchecked Sendable {}
