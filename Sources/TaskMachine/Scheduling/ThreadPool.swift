@@ -83,7 +83,9 @@ final class ThreadPool {
     /// How long an extra worker stays idle before it retires (5 s for the shared pool).
     let extraWorkerIdleNanoseconds: Int64
     private let control = Locked(Control())
+    private let started = Atomic<Bool>(false)
     private let global = Locked(JobQueue())
+    /// The global queue's length, written under its lock, read without it.
     private let globalCount = Atomic<Int>(0)
     private let idleCount = Atomic<Int>(0)
     private let searchingCount = Atomic<Int>(0)
@@ -120,18 +122,36 @@ final class ThreadPool {
 
     /// Queues jobs on the global queue and wakes a worker.
     private func inject(_ jobs: [Job]) {
-        startIfNeeded()
-        global.withLock { queue in for job in jobs { queue.push(job) } }
-        globalCount.add(jobs.count, ordering: .releasing)
-        activity.injections.add(UInt64(jobs.count), ordering: .relaxed)
+        if !started.load(ordering: .acquiring) { startIfNeeded() }
+        global.withLock { queue in
+            for job in jobs { queue.push(job) }
+            // Writers hold the lock, so plain stores keep the counts exact.
+            globalCount.store(queue.count, ordering: .releasing)
+            activity.injections.store(
+                activity.injections.load(ordering: .relaxed) &+ UInt64(jobs.count), ordering: .relaxed)
+        }
         notify()
     }
 
-    private func popGlobal() -> Job? {
+    /// Takes one job from the global queue and, for `worker`, a fair share more into its own
+    /// queue (at most a quarter of a ring), so that a burst from outside costs one lock per batch
+    /// rather than one per job.
+    private func popGlobal(into worker: Worker) -> Job? {
         guard globalCount.load(ordering: .acquiring) > 0 else { return nil }
-        let job = global.withLock { $0.pop() }
-        if job != nil { globalCount.subtract(1, ordering: .relaxed) }
-        return job
+        let room = Int(LocalQueue.capacity) / 2 - worker.queue.count
+        var batch: [Job] = []
+        let first = global.withLock { queue -> Job? in
+            guard let first = queue.pop() else { return nil }
+            let share = min(queue.count / targetWorkerCount, Int(LocalQueue.capacity) / 4, max(0, room))
+            if share > 0 {
+                batch.reserveCapacity(share)
+                for _ in 0..<share { batch.append(queue.pop()!) }
+            }
+            globalCount.store(queue.count, ordering: .relaxed)
+            return first
+        }
+        for job in batch { pushLocal(job, on: worker) }
+        return first
     }
 
     /// Wakes one parked worker if none is searching already.
@@ -167,6 +187,7 @@ final class ThreadPool {
             return true
         }
         guard start else { return }
+        started.store(true, ordering: .releasing)
         for _ in 0..<targetWorkerCount { startWorker(isExtra: false) }
         let monitor = spawnThread(name: "pool-monitor", role: .poolMonitor) { [self] in runMonitor() }
         pthread_detach(monitor)
@@ -222,8 +243,8 @@ final class ThreadPool {
             pushLocal(job, on: worker)
         }
         lifoStreak = 0
-        if tick % Self.globalQueueInterval == 0, let job = popGlobal() { return job }
-        if let job = worker.queue.pop() ?? popGlobal() { return job }
+        if tick % Self.globalQueueInterval == 0, let job = popGlobal(into: worker) { return job }
+        if let job = worker.queue.pop() ?? popGlobal(into: worker) { return job }
         return steal(for: worker)
     }
 
