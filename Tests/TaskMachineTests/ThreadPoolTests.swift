@@ -119,7 +119,7 @@ final class Seen: @unchecked Sendable {
         let longestStill = zip(times.dropFirst(), times).map { $0 - $1 }.max()!
         let period = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds)
         #expect(longestStill < period * 2)
-        #expect(pool.activitySnapshot.starvationWorkersAdded >= 3)
+        #expect(pool.activitySnapshot.starvationWorkersAdded >= 1)
     }
 
     @Test func theSharedPoolReportsItsActivity() throws {
