@@ -23,7 +23,7 @@ func awaitCompletedBenchmarks() {
     Benchmark("Await completed Future: TaskMachine, awaiter by hand", configuration: config) { benchmark in
         let future = Future.succeeded(1)
         var sum = 0
-        for _ in benchmark.scaledIterations {
+        for _ in 0..<benchmark.operations {
             let awaiter = future.getAwaiter()
             if awaiter.isCompleted { sum &+= try awaiter.getResult() }
         }
@@ -33,21 +33,21 @@ func awaitCompletedBenchmarks() {
     Benchmark("Await completed Future: TaskMachine, future.value", configuration: config) { benchmark async throws in
         let future = Future.succeeded(1)
         var sum = 0
-        for _ in benchmark.scaledIterations { sum &+= try await future.value }
+        for _ in 0..<benchmark.operations { sum &+= try await future.value }
         blackHole(sum)
     }
 
     Benchmark("Await completed ValueFuture: TaskMachine, get()", configuration: config) {
         benchmark async throws in
         var sum = 0
-        for index in benchmark.scaledIterations { sum &+= try await ValueFuture(identity(index)).get() }
+        for index in 0..<benchmark.operations { sum &+= try await ValueFuture(identity(index)).get() }
         blackHole(sum)
     }
 
     Benchmark("Await completed: peer, Swift async call that does not suspend", configuration: config) {
         benchmark async in
         var sum = 0
-        for index in benchmark.scaledIterations { sum &+= await asyncIdentity(index) }
+        for index in 0..<benchmark.operations { sum &+= await asyncIdentity(index) }
         blackHole(sum)
     }
 }
@@ -68,7 +68,7 @@ func suspendOnceBenchmarks() {
     Benchmark("Suspend once: TaskMachine, builder method awaiting a promise", configuration: config) {
         benchmark throws in
         var sum = 0
-        for _ in benchmark.scaledIterations {
+        for _ in 0..<benchmark.operations {
             let promise = Promise<Int>()  // one allocation: the awaited future
             let method = AddOne.start(promise.future)  // one allocation: the boxed machine
             try promise.succeed(41)  // resumes the machine inline
@@ -79,7 +79,7 @@ func suspendOnceBenchmarks() {
 
     Benchmark("Suspend once: peer, Task { } + await value", configuration: config) { benchmark async in
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             sum &+= await Task { identity(index) }.value
         }
         blackHole(sum)
@@ -89,7 +89,7 @@ func suspendOnceBenchmarks() {
     // none, so the await does not suspend either: this is the cost of making and finishing a task.
     Benchmark("Suspend once: peer, Task.immediate { } + await value", configuration: config) { benchmark async in
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             sum &+= await Task.immediate { identity(index) }.value
         }
         blackHole(sum)
@@ -99,7 +99,7 @@ func suspendOnceBenchmarks() {
         benchmark in
         let loop = EmbeddedEventLoop()
         let sum = UncheckedCounter()
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             let promise = loop.makePromise(of: Int.self)
             promise.futureResult.whenComplete { result in
                 if case .success(let value) = result { sum.value &+= value + 1 }
@@ -156,7 +156,7 @@ func chainBenchmarks() {
     Benchmark("Chain of 10: TaskMachine, 10 builder methods each awaiting the last", configuration: config) {
         benchmark throws in
         var sum = 0
-        for _ in benchmark.scaledIterations {
+        for _ in 0..<benchmark.operations {
             let promise = Promise<Int>()
             var last = promise.future
             for _ in 0..<chainLength { last = AddOne.start(last) }
@@ -169,7 +169,7 @@ func chainBenchmarks() {
     Benchmark("Chain of 10: peer, NIO map x10 on EmbeddedEventLoop", configuration: config) { benchmark in
         let loop = EmbeddedEventLoop()
         let sum = UncheckedCounter()
-        for _ in benchmark.scaledIterations {
+        for _ in 0..<benchmark.operations {
             let promise = loop.makePromise(of: Int.self)
             var last = promise.futureResult
             for _ in 0..<chainLength { last = last.map { $0 + 1 } }
@@ -183,11 +183,8 @@ func chainBenchmarks() {
 
 // MARK: A pooled source reused for every operation
 
-/// Operations in one iteration of the pooled-source benchmark.
-let pooledOperations = isQuickRun ? 1_000 : 1_000_000
-
 func pooledSourceBenchmarks() {
-    let config = configuration(.batch(pooledOperations), seconds: 3)
+    let config = configuration(.batch(1_000_000, quick: 1_000), seconds: 3)
 
     // One long-lived method reads a million results from one source, as a socket's read loop
     // would: each read suspends on a fresh version of the source, the benchmark thread completes
@@ -195,8 +192,8 @@ func pooledSourceBenchmarks() {
     Benchmark("Pooled source: TaskMachine, ValueFutureSourceCore reused, suspend + resume", configuration: config) {
         benchmark throws in
         let source = ValueFutureSourceCore<Int>()
-        let reader = ReadLoop.start(source: source, count: pooledOperations)
-        for index in 0..<pooledOperations { try source.succeed(index) }
+        let reader = ReadLoop.start(source: source, count: benchmark.operations)
+        for index in 0..<benchmark.operations { try source.succeed(index) }
         blackHole(try reader.wait(timeout: .seconds(10)))
     }
 
@@ -205,7 +202,7 @@ func pooledSourceBenchmarks() {
         benchmark async throws in
         let source = ValueFutureSourceCore<Int>()
         var sum = 0
-        for index in 0..<pooledOperations {
+        for index in 0..<benchmark.operations {
             let pending = source.makeValueFuture()
             try source.succeed(index)
             sum &+= try await pending.get()
@@ -218,7 +215,7 @@ func pooledSourceBenchmarks() {
     Benchmark("Pooled source: peer, NIO promise per operation", configuration: config) { benchmark in
         let loop = EmbeddedEventLoop()
         let sum = UncheckedCounter()
-        for index in 0..<pooledOperations {
+        for index in 0..<benchmark.operations {
             let promise = loop.makePromise(of: Int.self)
             promise.futureResult.whenSuccess { sum.value &+= $0 }
             promise.succeed(index)

@@ -35,7 +35,7 @@ func runThroughputBenchmarks() {
         var futures: [Future<Int>] = []
         futures.reserveCapacity(jobsPerIteration)
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             futures.append(Future.run { identity(index) })
         }
         for future in futures { sum &+= try future.wait(timeout: waitTimeout) }
@@ -49,7 +49,7 @@ func runThroughputBenchmarks() {
         var tasks: [Task<Int, Never>] = []
         tasks.reserveCapacity(jobsPerIteration)
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             tasks.append(Task { identity(index) })
         }
         for task in tasks { sum &+= await task.value }
@@ -62,7 +62,7 @@ func runThroughputBenchmarks() {
         benchmark in
         let group = DispatchGroup()
         let queue = DispatchQueue.global()
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             queue.async(group: group) { blackHole(identity(index)) }
         }
         precondition(group.wait(timeout: .now() + .seconds(30)) == .success, "Dispatch jobs did not finish")
@@ -75,7 +75,7 @@ func runThroughputBenchmarks() {
         var futures: [EventLoopFuture<Int>] = []
         futures.reserveCapacity(jobsPerIteration)
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             futures.append(twoLoops.next().submit { identity(index) })
         }
         for future in futures { sum &+= try future.wait() }
@@ -101,14 +101,14 @@ func yieldBenchmarks() {
     // again, the bounce off the scheduler that `Task.yield()` makes too.
     Benchmark("Yield: TaskMachine, await Future.yield() in a builder method", configuration: config) {
         benchmark throws in
-        let method = YieldLoop.start(count: benchmark.scaledIterations.count)
+        let method = YieldLoop.start(count: benchmark.operations)
         blackHole(try method.wait(timeout: waitTimeout))
     } setup: {
         armWatchdog()
     }
 
     Benchmark("Yield: peer, await Task.yield()", configuration: config) { benchmark async in
-        for _ in benchmark.scaledIterations { await Task.yield() }
+        for _ in 0..<benchmark.operations { await Task.yield() }
     } setup: {
         armWatchdog()
     }
@@ -152,7 +152,7 @@ func roundTripBenchmarks() {
     Benchmark("Round trip: TaskMachine, promise -> method on a worker -> wait", configuration: config) {
         benchmark throws in
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             let ping = Promise<Int>(runContinuationsAsynchronously: true)
             let echo = AddOne.start(ping.future)
             try ping.succeed(index)
@@ -169,7 +169,7 @@ func roundTripBenchmarks() {
         benchmark async in
         let echoQueue = DispatchQueue(label: "echo")
         var sum = 0
-        for index in benchmark.scaledIterations {
+        for index in 0..<benchmark.operations {
             sum &+= await withUnsafeContinuation { continuation in
                 echoQueue.async { continuation.resume(returning: index) }
             }
@@ -181,7 +181,7 @@ func roundTripBenchmarks() {
 
     // The machine's limit: two threads taking turns on one futex word, each parking at once.
     Benchmark("Round trip: peer, raw futex ping-pong between two threads", configuration: config) { benchmark in
-        let elapsed = cfutex_ping_pong(Int64(benchmark.scaledIterations.count), 0, 30_000_000_000)
+        let elapsed = cfutex_ping_pong(Int64(benchmark.operations), 0, 30_000_000_000)
         precondition(elapsed >= 0, "the futex ping-pong timed out")
     } setup: {
         armWatchdog()
@@ -189,7 +189,7 @@ func roundTripBenchmarks() {
 
     // The same with a short spin before parking, as our pool's workers do.
     Benchmark("Round trip: peer, futex ping-pong spinning before it parks", configuration: config) { benchmark in
-        let elapsed = cfutex_ping_pong(Int64(benchmark.scaledIterations.count), 2_000, 30_000_000_000)
+        let elapsed = cfutex_ping_pong(Int64(benchmark.operations), 2_000, 30_000_000_000)
         precondition(elapsed >= 0, "the futex ping-pong timed out")
     } setup: {
         armWatchdog()

@@ -4,28 +4,36 @@ import Foundation
 /// How many operations one iteration of a benchmark performs, recorded as the benchmark's
 /// `operations` tag so that `Benchmarks/compare` and `Benchmarks/check-allocations` can turn the
 /// exported per-iteration samples into figures per operation. The tag is part of the name the
-/// tool prints and exports: "Await completed Future: TaskMachine (operations: 1000000)".
+/// tool prints and exports: "Suspend once: peer, Task { } + await value (operations: 1000)".
+///
+/// A quick run does fewer operations per iteration: the tool reports a count of 10,000 or more in
+/// thousands, rounded, and its histograms hold counts below 2,048 exactly, so the allocation gate
+/// keeps an iteration's allocations small enough to be counted one by one.
 public enum Operations {
-    /// One iteration is one operation.
-    case one
-    /// One iteration runs `benchmark.scaledIterations`, that is `factor.rawValue` operations.
+    /// `factor.rawValue` operations in a full run; 100 (1,000 for `.mega`) in a quick one.
     case scaled(BenchmarkScalingFactor)
-    /// One iteration runs this many operations in a loop of its own (100,000 delays, say).
-    case batch(Int)
+    /// This many operations in a loop of its own (100,000 delays, say), `quick` in a quick run.
+    case batch(Int, quick: Int)
 
     var scalingFactor: BenchmarkScalingFactor {
         switch self {
-        case .one, .batch: .one
-        case .scaled(let factor): factor
+        case .scaled(let factor): isQuickRun ? .one : factor
+        case .batch: .one
         }
     }
 
     var count: Int {
         switch self {
-        case .one: 1
-        case .scaled(let factor): factor.rawValue
-        case .batch(let count): count
+        case .scaled(let factor): isQuickRun ? (factor == .mega ? 1_000 : min(factor.rawValue, 100)) : factor.rawValue
+        case .batch(let count, let quick): isQuickRun ? quick : count
         }
+    }
+}
+
+extension Benchmark {
+    /// The operations one iteration performs: loop over `0..<benchmark.operations`.
+    public var operations: Int {
+        Int(configuration.tags["operations"] ?? "1") ?? 1
     }
 }
 
