@@ -56,8 +56,9 @@ func awaitCompletedBenchmarks() {
 @inline(never)
 func asyncIdentity(_ value: Int) async -> Int { value }
 
-/// An opaque source of values, so the optimizer cannot fold an await of a ready value away.
-@inline(never)
+/// An opaque source of values, so the optimizer cannot fold an await of a ready value away (with
+/// `@inline(never)` alone it still saw through the call and summed the loop in closed form).
+@_optimize(none) @inline(never)
 func identity(_ value: Int) -> Int { value }
 
 // MARK: A method that suspends once
