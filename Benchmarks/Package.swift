@@ -6,24 +6,51 @@ import PackageDescription
 let rootPackage = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .lastPathComponent
 
+/// A benchmark suite: an executable target that the benchmark plugin finds under `Benchmarks/<name>`.
+func suite(_ name: String, dependencies: [Target.Dependency]) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [
+            .product(name: "TaskMachine", package: rootPackage),
+            .product(name: "Benchmark", package: "benchmark"),
+            "BenchmarkSupport",
+        ] + dependencies,
+        path: "Benchmarks/\(name)",
+        swiftSettings: [.swiftLanguageMode(.v6)],
+        plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    )
+}
+
 let package = Package(
     name: "TaskMachineBenchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
-        // Futures, awaits and method builders, side by side with the Swift Concurrency peer.
-        .executableTarget(
-            name: "FutureBenchmarks",
-            dependencies: [
-                .product(name: "TaskMachine", package: rootPackage),
-                .product(name: "Benchmark", package: "benchmark"),
-            ],
-            path: "Benchmarks/FutureBenchmarks",
-            swiftSettings: [.swiftLanguageMode(.v6)],
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        // What every suite shares: configurations tagged with their operation count, quick mode,
+        // a watchdog, thread and heap readings.
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: ["CBenchmarkShims", .product(name: "Benchmark", package: "benchmark")],
+            path: "Sources/BenchmarkSupport",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+        // What Swift cannot call: the raw futex (and two threads ping-ponging on it, the machine's
+        // limit for a hand-off) and glibc's heap statistics.
+        .target(name: "CBenchmarkShims", path: "Sources/CBenchmarkShims"),
+        // Futures, awaits and method builders, beside Swift async calls, Task and NIO promises.
+        suite("FutureBenchmarks", dependencies: [.product(name: "NIOCore", package: "swift-nio"),
+                                                 .product(name: "NIOPosix", package: "swift-nio"),
+                                                 .product(name: "NIOEmbedded", package: "swift-nio")]),
+        // Work on the pool, yields and cross-thread hand-offs, beside Task, Dispatch, NIO and a futex.
+        suite("SchedulingBenchmarks", dependencies: ["CBenchmarkShims",
+                                                    .product(name: "NIOCore", package: "swift-nio"),
+                                                     .product(name: "NIOPosix", package: "swift-nio")]),
+        // 100,000 pending delays: rate, memory and threads, beside Task.sleep, NIO and Dispatch.
+        suite("TimerBenchmarks", dependencies: [.product(name: "NIOCore", package: "swift-nio"),
+                                                .product(name: "NIOPosix", package: "swift-nio")]),
     ]
 )

@@ -1,15 +1,119 @@
 import Benchmark
+import BenchmarkSupport
+import NIOCore
+import NIOEmbedded
 import TaskMachine
+
+// Futures, awaits and method builders on one thread, each beside its peer: a Swift async call,
+// Swift `Task`, and a SwiftNIO promise on an `EmbeddedEventLoop` (NIO's same-thread loop, so the
+// peer runs on the benchmark thread as ours does).
+
+let benchmarks: @Sendable () -> Void = {
+    awaitCompletedBenchmarks()
+    suspendOnceBenchmarks()
+    chainBenchmarks()
+    pooledSourceBenchmarks()
+}
+
+// MARK: Awaiting something complete
+
+func awaitCompletedBenchmarks() {
+    let config = configuration(.scaled(.mega))
+
+    Benchmark("Await completed Future: TaskMachine, awaiter by hand", configuration: config) { benchmark in
+        let future = Future.succeeded(1)
+        var sum = 0
+        for _ in 0..<benchmark.operations {
+            let awaiter = future.getAwaiter()
+            if awaiter.isCompleted { sum &+= try awaiter.getResult() }
+        }
+        blackHole(sum)
+    }
+
+    Benchmark("Await completed Future: TaskMachine, future.value", configuration: config) { benchmark async throws in
+        let future = Future.succeeded(1)
+        var sum = 0
+        for _ in 0..<benchmark.operations { sum &+= try await future.value }
+        blackHole(sum)
+    }
+
+    Benchmark("Await completed ValueFuture: TaskMachine, get()", configuration: config) {
+        benchmark async throws in
+        var sum = 0
+        for index in 0..<benchmark.operations { sum &+= try await ValueFuture(identity(index)).get() }
+        blackHole(sum)
+    }
+
+    Benchmark("Await completed: peer, Swift async call that does not suspend", configuration: config) {
+        benchmark async in
+        var sum = 0
+        for index in 0..<benchmark.operations { sum &+= await asyncIdentity(index) }
+        blackHole(sum)
+    }
+}
 
 /// A Swift async function that returns without suspending: the peer of awaiting a completed future.
 @inline(never)
 func asyncIdentity(_ value: Int) async -> Int { value }
 
-/// An opaque source of values, so the optimizer cannot fold an await of a ready value away.
-@inline(never)
+/// An opaque source of values, so the optimizer cannot fold an await of a ready value away (with
+/// `@inline(never)` alone it still saw through the call and summed the loop in closed form).
+@_optimize(none) @inline(never)
 func identity(_ value: Int) -> Int { value }
 
-/// An async method that awaits `inner` once and returns its value plus one.
+// MARK: A method that suspends once
+
+func suspendOnceBenchmarks() {
+    let config = configuration(.scaled(.kilo))
+
+    Benchmark("Suspend once: TaskMachine, builder method awaiting a promise", configuration: config) {
+        benchmark throws in
+        var sum = 0
+        for _ in 0..<benchmark.operations {
+            let promise = Promise<Int>()  // one allocation: the awaited future
+            let method = AddOne.start(promise.future)  // one allocation: the boxed machine
+            try promise.succeed(41)  // resumes the machine inline
+            sum &+= try method.getResult()
+        }
+        blackHole(sum)
+    }
+
+    Benchmark("Suspend once: peer, Task { } + await value", configuration: config) { benchmark async in
+        var sum = 0
+        for index in 0..<benchmark.operations {
+            sum &+= await Task { identity(index) }.value
+        }
+        blackHole(sum)
+    }
+
+    // `Task.immediate` runs its body on the calling thread up to its first suspension; this body has
+    // none, so the await does not suspend either: this is the cost of making and finishing a task.
+    Benchmark("Suspend once: peer, Task.immediate { } + await value", configuration: config) { benchmark async in
+        var sum = 0
+        for index in 0..<benchmark.operations {
+            sum &+= await Task.immediate { identity(index) }.value
+        }
+        blackHole(sum)
+    }
+
+    Benchmark("Suspend once: peer, NIO promise + whenComplete on EmbeddedEventLoop", configuration: config) {
+        benchmark in
+        let loop = EmbeddedEventLoop()
+        let sum = UncheckedCounter()
+        for index in 0..<benchmark.operations {
+            let promise = loop.makePromise(of: Int.self)
+            promise.futureResult.whenComplete { result in
+                if case .success(let value) = result { sum.value &+= value + 1 }
+            }
+            promise.succeed(identity(index))
+        }
+        blackHole(sum.value)
+        try loop.syncShutdownGracefully()
+    }
+}
+
+/// An async method that awaits `inner` once and returns its value plus one:
+/// `async Future<Int> AddOne(Future<Int> inner) => await inner + 1;`
 struct AddOne: AsyncStateMachine {
     var builder = FutureMethodBuilder<Int>()
     var state = 0
@@ -41,51 +145,125 @@ struct AddOne: AsyncStateMachine {
     }
 }
 
-let benchmarks: @Sendable () -> Void = {
-    let metrics: [BenchmarkMetric] = [.wallClock, .mallocCountTotal, .memoryLeaked]
-    let fast = Benchmark.Configuration(metrics: metrics, scalingFactor: .mega, maxDuration: .seconds(2))
-    let slower = Benchmark.Configuration(metrics: metrics, scalingFactor: .kilo, maxDuration: .seconds(2))
+// MARK: A chain of ten continuations
 
-    Benchmark("Await: completed Future, awaiter by hand (as a state machine does)", configuration: fast) { benchmark in
-        let future = Future.succeeded(1)
-        var sum = 0
-        for _ in benchmark.scaledIterations {
-            let awaiter = future.getAwaiter()
-            if awaiter.isCompleted { sum &+= try awaiter.getResult() }
-        }
-        blackHole(sum)
-    }
+/// Links in each chain: every link is a continuation of the one before it.
+let chainLength = 10
 
-    Benchmark("Await: completed Future from Swift async (future.value)", configuration: fast) {
-        benchmark async throws in
-        let future = Future.succeeded(1)
-        var sum = 0
-        for _ in benchmark.scaledIterations { sum &+= try await future.value }
-        blackHole(sum)
-    }
+func chainBenchmarks() {
+    let config = configuration(.scaled(.kilo))
 
-    Benchmark("Await: ValueFuture holding its value from Swift async (get())", configuration: fast) {
-        benchmark async throws in
-        var sum = 0
-        for index in benchmark.scaledIterations { sum &+= try await ValueFuture(identity(index)).get() }
-        blackHole(sum)
-    }
-
-    Benchmark("Peer: Swift async call that does not suspend", configuration: fast) { benchmark async in
-        var sum = 0
-        for index in benchmark.scaledIterations { sum &+= await asyncIdentity(index) }
-        blackHole(sum)
-    }
-
-    Benchmark("Method suspending once via FutureMethodBuilder, completed on the same thread", configuration: slower) {
+    // Ten suspended methods, each awaiting the one before; completing the promise runs all ten.
+    Benchmark("Chain of 10: TaskMachine, 10 builder methods each awaiting the last", configuration: config) {
         benchmark throws in
         var sum = 0
-        for _ in benchmark.scaledIterations {
-            let promise = Promise<Int>()  // one allocation: the awaited future
-            let method = AddOne.start(promise.future)  // one allocation: the boxed machine
-            try promise.succeed(41)  // resumes the machine inline
-            sum &+= try method.getResult()
+        for _ in 0..<benchmark.operations {
+            let promise = Promise<Int>()
+            var last = promise.future
+            for _ in 0..<chainLength { last = AddOne.start(last) }
+            try promise.succeed(0)
+            sum &+= try last.getResult()
         }
         blackHole(sum)
+    }
+
+    Benchmark("Chain of 10: peer, NIO map x10 on EmbeddedEventLoop", configuration: config) { benchmark in
+        let loop = EmbeddedEventLoop()
+        let sum = UncheckedCounter()
+        for _ in 0..<benchmark.operations {
+            let promise = loop.makePromise(of: Int.self)
+            var last = promise.futureResult
+            for _ in 0..<chainLength { last = last.map { $0 + 1 } }
+            last.whenSuccess { sum.value &+= $0 }
+            promise.succeed(0)
+        }
+        blackHole(sum.value)
+        try loop.syncShutdownGracefully()
+    }
+}
+
+// MARK: A pooled source reused for every operation
+
+func pooledSourceBenchmarks() {
+    let config = configuration(.batch(1_000_000, quick: 1_000), seconds: 3)
+
+    // One long-lived method reads a million results from one source, as a socket's read loop
+    // would: each read suspends on a fresh version of the source, the benchmark thread completes
+    // it, the method resumes inline, resets the source and suspends on the next version.
+    Benchmark("Pooled source: TaskMachine, ValueFutureSourceCore reused, suspend + resume", configuration: config) {
+        benchmark throws in
+        let source = ValueFutureSourceCore<Int>()
+        let reader = ReadLoop.start(source: source, count: benchmark.operations)
+        for index in 0..<benchmark.operations { try source.succeed(index) }
+        blackHole(try reader.wait(timeout: .seconds(10)))
+    }
+
+    // The same loop where every read is completed before it is awaited: no suspension at all.
+    Benchmark("Pooled source: TaskMachine, ValueFutureSourceCore reused, completed first", configuration: config) {
+        benchmark async throws in
+        let source = ValueFutureSourceCore<Int>()
+        var sum = 0
+        for index in 0..<benchmark.operations {
+            let pending = source.makeValueFuture()
+            try source.succeed(index)
+            sum &+= try await pending.get()
+            source.reset()
+        }
+        blackHole(sum)
+    }
+
+    // Without pooling: a fresh NIO promise per read, the peer's usual way.
+    Benchmark("Pooled source: peer, NIO promise per operation", configuration: config) { benchmark in
+        let loop = EmbeddedEventLoop()
+        let sum = UncheckedCounter()
+        for index in 0..<benchmark.operations {
+            let promise = loop.makePromise(of: Int.self)
+            promise.futureResult.whenSuccess { sum.value &+= $0 }
+            promise.succeed(index)
+        }
+        blackHole(sum.value)
+        try loop.syncShutdownGracefully()
+    }
+}
+
+/// `async Future<Int> ReadLoop(source, count) { var sum = 0; for _ in 0..<count { sum += await source.next(); source.reset() }; return sum }`
+struct ReadLoop: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    let source: ValueFutureSourceCore<Int>
+    let count: Int
+    var done = 0
+    var sum = 0
+    var awaiter: ValueFutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            // Resumed: read the result of the operation the machine was waiting for.
+            if let awaiter {
+                sum &+= try awaiter.getResult()
+                self.awaiter = nil
+                source.reset()
+                done += 1
+            }
+            while done < count {
+                let next = source.makeValueFuture().getAwaiter()
+                if !next.isCompleted {
+                    awaiter = next
+                    awaitUnsafeOnCompleted(next)
+                    return
+                }
+                sum &+= try next.getResult()
+                source.reset()
+                done += 1
+            }
+            builder.setResult(sum)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(source: ValueFutureSourceCore<Int>, count: Int) -> Future<Int> {
+        var machine = ReadLoop(source: source, count: count)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
     }
 }

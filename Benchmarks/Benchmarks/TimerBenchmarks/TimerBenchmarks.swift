@@ -1,0 +1,181 @@
+import Benchmark
+import BenchmarkSupport
+import Dispatch
+import Synchronization
+import NIOCore
+import NIOPosix
+import TaskMachine
+
+// 100,000 delays pending at once, each cancelled on its own: how fast they are made and cancelled,
+// what each costs in memory while it waits, and how many threads hold them. Beside the peers:
+// Swift `Task.sleep` (one task per delay, cancelled through the task), NIO `scheduleTask` on one
+// event loop, and Dispatch `asyncAfter` with a cancellable work item.
+//
+// Every iteration creates the delays, reads the heap and the threads while all are pending, and
+// cancels them all; the time is that of the whole (the two readings cost microseconds and a few
+// dozen allocations, nothing against 100,000 delays). Waiting until cancelled peers have really
+// finished comes after, unmeasured.
+
+let benchmarks: @Sendable () -> Void = {
+    taskMachineDelays()
+    taskSleepDelays()
+    nioScheduledDelays()
+    dispatchDelays()
+}
+
+/// Delays pending at once in one iteration (a quick run, counting allocations only, makes 200).
+let delayCount = 100_000
+/// Far enough away that none fires during the benchmark.
+let delayDuration = Duration.seconds(3_600)
+
+/// Heap bytes the delays keep while pending, per delay (glibc's count of bytes in use).
+let bytesPerPendingDelay = BenchmarkMetric.custom(
+    "bytesPerPendingDelay", polarity: .prefersSmaller, useScalingFactor: false)
+/// Threads the process has while the delays are pending, beyond those it had before the
+/// benchmark's first delay (and before its NIO loop started).
+let threadsUsed = BenchmarkMetric.custom("threadsUsed", polarity: .prefersSmaller, useScalingFactor: false)
+
+var delayConfiguration: Benchmark.Configuration {
+    configuration(
+        .batch(delayCount, quick: 200), seconds: 5, maxIterations: 10, extraMetrics: [bytesPerPendingDelay, threadsUsed])
+}
+
+/// Threads before the benchmark made anything; read in each benchmark's setup.
+nonisolated(unsafe) var threadsAtStart = 0
+
+/// Records the heap and thread readings taken while the delays are pending.
+func recordPending(_ benchmark: Benchmark, heapBefore: Int) {
+    benchmark.measurement(bytesPerPendingDelay, (heapBytesInUse() - heapBefore) / benchmark.operations)
+    benchmark.measurement(threadsUsed, threadCount() - threadsAtStart)
+}
+
+func prepare() {
+    abortIfStillRunning(after: 180)
+    threadsAtStart = threadCount()
+}
+
+// MARK: TaskMachine
+
+func taskMachineDelays() {
+    Benchmark("100,000 delays: TaskMachine, Future.delay + CancellationTokenSource", configuration: delayConfiguration)
+    { benchmark throws in
+        let delayCount = benchmark.operations
+        var sources: [CancellationTokenSource] = []
+        var delays: [Future<Void>] = []
+        sources.reserveCapacity(delayCount)
+        delays.reserveCapacity(delayCount)
+        let heapBefore = heapBytesInUse()
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount {
+            let source = CancellationTokenSource()
+            sources.append(source)
+            delays.append(Future.delay(delayDuration, cancellation: source.token))
+        }
+        recordPending(benchmark, heapBefore: heapBefore)
+        precondition(RuntimeStatistics.current.timerThreads == 1, "expected one timer thread")
+
+        for source in sources { source.cancel() }
+        benchmark.stopMeasurement()
+
+        // Cancelled before cancel() returned: nothing left to wait for.
+        precondition(delays.allSatisfy { $0.isCompleted }, "a cancelled delay is still pending")
+    } setup: {
+        prepare()
+    }
+}
+
+// MARK: Swift Concurrency
+
+func taskSleepDelays() {
+    Benchmark("100,000 delays: peer, Task { Task.sleep } + task.cancel()", configuration: delayConfiguration) {
+        benchmark async in
+        let sleeping = SharedCounter()
+        let delayCount = benchmark.operations
+        var tasks: [Task<Void, Never>] = []
+        tasks.reserveCapacity(delayCount)
+        let heapBefore = heapBytesInUse()
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount {
+            tasks.append(
+                Task {
+                    sleeping.value.add(1, ordering: .relaxed)
+                    try? await Task.sleep(for: delayDuration)
+                })
+        }
+        // The tasks start on the cooperative pool: wait until every one has reached its sleep.
+        while sleeping.value.load(ordering: .relaxed) < delayCount { await Task.yield() }
+        recordPending(benchmark, heapBefore: heapBefore)
+
+        for task in tasks { task.cancel() }
+        benchmark.stopMeasurement()
+
+        for task in tasks { await task.value }
+    } setup: {
+        prepare()
+    }
+}
+
+// MARK: SwiftNIO
+
+func nioScheduledDelays() {
+    Benchmark("100,000 delays: peer, NIO scheduleTask + cancel on one loop", configuration: delayConfiguration) {
+        benchmark throws in
+        let loop = oneLoop.next()
+        let delayCount = benchmark.operations
+        var scheduled: [Scheduled<Void>] = []
+        scheduled.reserveCapacity(delayCount)
+        let heapBefore = heapBytesInUse()
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount {
+            scheduled.append(loop.scheduleTask(in: .seconds(3_600)) {})
+        }
+        // Scheduling from outside the loop queues the tasks to it; let the loop take them in.
+        try loop.submit {}.wait()
+        recordPending(benchmark, heapBefore: heapBefore)
+
+        for task in scheduled { task.cancel() }
+        benchmark.stopMeasurement()
+
+        try loop.submit {}.wait()
+    } setup: {
+        prepare()
+        _ = oneLoop  // started after the thread count, so its thread counts as used
+    }
+}
+
+/// NIO's timers live on an event loop; one loop holds them all.
+let oneLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+// MARK: Dispatch
+
+func dispatchDelays() {
+    Benchmark("100,000 delays: peer, DispatchQueue.asyncAfter + DispatchWorkItem.cancel", configuration: delayConfiguration)
+    { benchmark in
+        let queue = DispatchQueue(label: "delays")
+        let delayCount = benchmark.operations
+        var items: [DispatchWorkItem] = []
+        items.reserveCapacity(delayCount)
+        let heapBefore = heapBytesInUse()
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount {
+            let item = DispatchWorkItem {}
+            items.append(item)
+            queue.asyncAfter(deadline: .now() + .seconds(3_600), execute: item)
+        }
+        recordPending(benchmark, heapBefore: heapBefore)
+
+        for item in items { item.cancel() }
+        benchmark.stopMeasurement()
+    } setup: {
+        prepare()
+    }
+}
+
+/// Counts the tasks that have started.
+final class SharedCounter: Sendable {
+    let value = Atomic<Int>(0)
+}

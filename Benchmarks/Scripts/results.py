@@ -1,0 +1,94 @@
+"""Runs the benchmark suites through ordo-one/benchmark and reads back what they measured.
+
+The tool exports every benchmark's samples (`--format histogramSamples`): one file per benchmark and
+metric, a header line naming the metric and its unit, then one value per iteration. Each benchmark
+carries an `operations` tag (see BenchmarkSupport/Configuration.swift), so a sample divided by it
+is a figure per operation.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The tool prints a count of 10,000 or more in thousands ("(K)"), and so on up.
+COUNT_UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+TIME_UNITS = {"ns": 1, "μs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+FILE_PATTERN = re.compile(r"^Current_run\.([^.]+)\.(.*)_\(operations:_(\d+)\)\.([^.]+)\.histogram\.samples\.tsv$")
+
+
+@dataclass
+class Result:
+    """One benchmark's samples, per operation, by metric."""
+
+    target: str
+    name: str
+    operations: int
+    samples: dict = field(default_factory=dict)  # metric -> [value per operation]
+
+    @property
+    def key(self):
+        return f"{self.target}: {self.name}"
+
+
+def run_suites(quick, metrics=(), targets=(), log=None):
+    """Runs the suites (all, or `targets`) and returns {key: Result}; exits if the tool fails."""
+    export = tempfile.mkdtemp(prefix="taskmachine-benchmarks-")
+    try:
+        command = ["swift", "package", "--disable-sandbox", "benchmark", "--no-progress",
+                   "--format", "histogramSamples", "--path", export]
+        for metric in metrics:
+            command += ["--metric", metric]
+        for target in targets:
+            command += ["--target", target]
+        environment = dict(os.environ)
+        if quick:
+            environment["TASKMACHINE_BENCHMARK_QUICK"] = "1"
+        completed = subprocess.run(command, cwd=PACKAGE, env=environment, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        if log:
+            with open(log, "w") as file:
+                file.write(completed.stdout)
+        if completed.returncode != 0:
+            sys.stdout.write(completed.stdout[-6000:])
+            sys.exit(f"the benchmark tool failed (exit status {completed.returncode})")
+        return read_export(export)
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+
+
+def read_export(folder):
+    results = {}
+    for file_name in sorted(os.listdir(folder)):
+        match = FILE_PATTERN.match(file_name)
+        if not match:
+            continue
+        target, name, operations, metric = match.groups()
+        # The tool writes spaces as underscores in file names; the names here have none of their own.
+        result = Result(target, name.replace("_", " "), int(operations))
+        result = results.setdefault(result.key, result)
+        with open(os.path.join(folder, file_name)) as file:
+            header, *values = file.read().split("\n")
+        factor = unit_factor(header)
+        result.samples[metric] = [float(value) * factor / result.operations for value in values if value.strip()]
+    return results
+
+
+def unit_factor(header):
+    """The multiplier that turns the header's unit into counts or nanoseconds."""
+    unit = re.search(r"\(([^()]*)\)\s*$", header.strip())
+    unit = unit.group(1) if unit and not header.strip().endswith("(total)") else ""
+    if unit in TIME_UNITS:
+        return TIME_UNITS[unit]
+    return COUNT_UNITS.get(unit, 1)
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
