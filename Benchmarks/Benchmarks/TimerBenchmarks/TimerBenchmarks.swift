@@ -1,9 +1,9 @@
 import Benchmark
 import BenchmarkSupport
 import Dispatch
-import Synchronization
 import NIOCore
 import NIOPosix
+import Synchronization
 import TaskMachine
 
 // 100,000 delays pending at once, each cancelled on its own: how fast they are made and cancelled,
@@ -37,7 +37,8 @@ let threadsUsed = BenchmarkMetric.custom("threadsUsed", polarity: .prefersSmalle
 
 var delayConfiguration: Benchmark.Configuration {
     configuration(
-        .batch(delayCount, quick: 200), seconds: 5, maxIterations: 10, extraMetrics: [bytesPerPendingDelay, threadsUsed])
+        .batch(delayCount, quick: 200), seconds: 5, maxIterations: 10,
+        extraMetrics: [bytesPerPendingDelay, threadsUsed])
 }
 
 /// Threads before the benchmark made anything; read in each benchmark's setup.
@@ -152,8 +153,9 @@ let oneLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 // MARK: Dispatch
 
 func dispatchDelays() {
-    Benchmark("100,000 delays: peer, DispatchQueue.asyncAfter + DispatchWorkItem.cancel", configuration: delayConfiguration)
-    { benchmark in
+    Benchmark(
+        "100,000 delays: peer, DispatchQueue.asyncAfter + DispatchWorkItem.cancel", configuration: delayConfiguration
+    ) { benchmark in
         let queue = DispatchQueue(label: "delays")
         let delayCount = benchmark.operations
         var items: [DispatchWorkItem] = []
