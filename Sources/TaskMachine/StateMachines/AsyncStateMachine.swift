@@ -90,7 +90,12 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
     /// The machine; dropped once it has completed, as the frame of a finished call would be. A
     /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
     /// alive, and releasing a long chain at once would recurse through every deinit.
-    var machine: Machine?
+    ///
+    /// Exclusivity is checked statically only: one resumption runs the machine at a time (the
+    /// runtime's contract), and the dynamic check costs a thread-local access set per resumption.
+    @exclusivity(unchecked) var machine: Machine?
+    /// Set once the machine is dropped; spares unspecialized code a look at the optional.
+    private var finished = false
     /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
     private let resumptions = Atomic<UInt32>(0)
 
@@ -106,7 +111,7 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
         }
         // One resumption runs at a time, so a plain store suffices; it happens before this
         // resumption can complete the future, which publishes it to whoever sees the completion.
-        guard machine != nil else { return }  // completed already, e.g. when its awaiter refused it
+        guard !finished else { return }  // completed already, e.g. when its awaiter refused it
         let resumption = resumptions.load(ordering: .relaxed) &+ 1
         resumptions.store(resumption, ordering: .relaxed)
         let thread = ThreadState.current
@@ -116,6 +121,7 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
         thread.runningBox = outer
         // Completed, and by this resumption (no later one started): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
+            finished = true
             machine = nil
         }
     }
