@@ -30,7 +30,7 @@ struct TimerLinks {
 /// `Future.delay` returns) and the other timers are work items; making the future its own timer
 /// saves a second object per delay. The low bit tells them apart (objects are 16-byte aligned).
 /// The word holds no reference count: the wheel retains a node explicitly while it is linked.
-struct TimerNode: Equatable {
+struct TimerNode: Hashable {
     private let word: UInt
 
     private static let delayTag: UInt = 1
