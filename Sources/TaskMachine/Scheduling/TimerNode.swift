@@ -53,34 +53,46 @@ struct TimerNode: Hashable {
 
     private var isDelay: Bool { word & TimerNode.delayTag != 0 }
 
-    /// Runs `body` on the node's links, without retain or release (the caller holds the node alive:
-    /// the wheel's retain, or its own reference).
+    /// The node's links, read without retain or release (the caller holds the node alive: the
+    /// wheel's retain, or its own reference). A plain read, not an `inout` access: the timer thread
+    /// reads `next` of an expired timer outside the lock while a cancel may read its `place` under
+    /// it, and two reads do not race.
     @inline(__always)
-    private func withLinks<Result>(_ body: (inout TimerLinks) -> Result) -> Result {
+    private var links: TimerLinks {
         if isDelay {
-            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
         }
-        return Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+        return Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
+    }
+
+    /// Changes the node's links; only under the queue's lock.
+    @inline(__always)
+    private func updateLinks(_ body: (inout TimerLinks) -> Void) {
+        if isDelay {
+            Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+        } else {
+            Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+        }
     }
 
     var next: TimerNode {
-        get { withLinks { $0.next } }
-        nonmutating set { withLinks { $0.next = newValue } }
+        get { links.next }
+        nonmutating set { updateLinks { $0.next = newValue } }
     }
 
     var previous: TimerNode {
-        get { withLinks { $0.previous } }
-        nonmutating set { withLinks { $0.previous = newValue } }
+        get { links.previous }
+        nonmutating set { updateLinks { $0.previous = newValue } }
     }
 
     var tick: UInt64 {
-        get { withLinks { $0.tick } }
-        nonmutating set { withLinks { $0.tick = newValue } }
+        get { links.tick }
+        nonmutating set { updateLinks { $0.tick = newValue } }
     }
 
     var place: UInt16 {
-        get { withLinks { $0.place } }
-        nonmutating set { withLinks { $0.place = newValue } }
+        get { links.place }
+        nonmutating set { updateLinks { $0.place = newValue } }
     }
 
     /// Whether the timer has fired or been cancelled: for a delay, whether its future has been claimed
