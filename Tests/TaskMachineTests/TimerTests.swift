@@ -108,6 +108,9 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(wheel.count == 0)
         #expect(seen.count == due.count)
         #expect(wheel.nextDeadline == nil)
+        // The wheel itself holds no references (the queue retains what it links): without this, an
+        // optimized build frees the entries after their last use above.
+        withExtendedLifetime(entries) {}
     }
 
     @Test func aTimerDueAtOrBeforeTheWheelsTimeIsRefused() {
@@ -121,6 +124,7 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(wheel.nextDeadline == 101)
         let expired = wheel.advance(to: 101)
         #expect(expired == TimerNode(entry))
+        withExtendedLifetime(entry) {}
     }
 
     // MARK: Delays on the shared queue
