@@ -3,13 +3,21 @@ import Glibc
 import Synchronization
 
 /// A timer: when its deadline passes, the timer thread hands it to the pool, which runs `fire`.
+///
+/// Cancelling it unlinks it from the wheel at once, so a cancelled timer (and whatever it holds)
+/// is released then, not at its deadline.
 class TimerEntry: WorkItem {
     let deadline: Int64
+    /// The queue it is scheduled on: the shared one, but for tests.
+    final let queue: TimerQueue
+    /// The wheel's bookkeeping; only under the queue's lock.
+    final var timerLinks = TimerLinks()
     /// Set once, by whichever of firing and cancelling comes first.
     private let settled = Atomic<Bool>(false)
 
-    init(deadline: Int64) {
+    init(deadline: Int64, queue: TimerQueue = .shared) {
         self.deadline = deadline
+        self.queue = queue
         super.init()
     }
 
@@ -25,54 +33,139 @@ class TimerEntry: WorkItem {
 
     override final func run() {
         guard claim() else { return }
-        TimerQueue.shared.noteSettled()
+        queue.noteSettled()
         fire()
     }
 
-    /// Cancels the timer if it has not fired; returns whether this call cancelled it.
+    /// Cancels the timer if it has not fired, and takes it out of the wheel; returns whether this
+    /// call cancelled it. A timer the timer thread has already handed to the pool stays queued
+    /// there, and does nothing when it runs.
     @discardableResult
     final func cancel() -> Bool {
         guard claim() else { return false }
-        TimerQueue.shared.noteSettled()
+        queue.noteSettled()
+        queue.remove(TimerNode(self))
         return true
     }
 }
 
-/// The timer thread and its queue of deadlines.
+/// The timer queue's state machine: the wheel, and what the timer thread is doing.
 ///
-/// This first queue is a binary min-heap under a lock: O(log n) insert, O(1) cancel (a cancelled
-/// timer is only marked; the heap drops it when it reaches the top). The timer thread sleeps until
-/// the earliest deadline and only moves expired timers to the pool; it never runs user code.
-final class TimerQueue {
-    static let shared = TimerQueue()
+/// Every event returns what to do once the lock is released: starting or waking the thread,
+/// handing a timer to the pool, dropping the wheel's reference.
+struct TimerQueueState {
+    var wheel = TimingWheel()
+    var threadStarted = false
+    var stopping = false
+    /// The tick the timer thread sleeps towards: `.max` when it sleeps with no timers, 0 while it
+    /// is awake and will look at the wheel before sleeping again. Only a timer due earlier needs
+    /// to wake it, and the first such timer lowers it, so a burst of timers wakes it once.
+    var sleepingUntil: UInt64 = 0
 
-    private struct State {
-        var heap: [TimerEntry] = []
-        var threadStarted = false
-        var sleepingUntil = Int64.max
+    enum ScheduleAction {
+        /// Linked; the thread wakes in time for it already.
+        case none
+        /// Linked, earlier than the thread's wake-up: unpark it.
+        case wake
+        /// Linked, the first timer ever: start the thread.
+        case startThread
+        /// Due already: hand it to the pool now (the wheel's reference goes with it).
+        case fireNow
+        /// Cancelled before it was linked: drop the wheel's reference.
+        case discard
     }
 
-    private let state = Locked(State())
+    mutating func schedule(_ node: TimerNode, at tick: UInt64) -> ScheduleAction {
+        // Under the lock, so a cancel that claimed it first either is seen here, or takes the lock
+        // after this and finds it linked.
+        if node.isSettled { return .discard }
+        guard wheel.insert(node, at: tick) else { return .fireNow }
+        if !threadStarted {
+            threadStarted = true
+            sleepingUntil = 0
+            return .startThread
+        }
+        guard tick < sleepingUntil else { return .none }
+        sleepingUntil = tick
+        return .wake
+    }
+
+    /// The timer thread's turn: expires what is due by `now`, and says until when to sleep.
+    mutating func expire(now: UInt64) -> (expired: TimerNode, sleepUntil: UInt64) {
+        let expired = wheel.advance(to: now)
+        sleepingUntil = wheel.nextDeadline ?? .max
+        return (expired, sleepingUntil)
+    }
+}
+
+/// The timer thread and its timing wheel.
+///
+/// Insert and cancel are O(1) under one lock (see `TimingWheel`). The timer thread sleeps on a
+/// parker until the next slot is due, then moves the expired timers to the pool, outside the lock;
+/// it never runs user code. An insert unparks it only when the new deadline is earlier than the one
+/// it sleeps towards.
+///
+/// Cancel racing fire: a timer's claim (an atomic exchange, or a delay future's completion
+/// reservation) decides which wins. Cancel claims, then unlinks under the lock if it is still
+/// linked. The timer thread unlinks under the lock and hands the timer to the pool, which claims
+/// before firing. So a timer is unlinked exactly once, and fires or is cancelled exactly once.
+///
+/// Memory: a `TimerEntry` carries its links; a delay is its own timer (`DelayFuture`), one
+/// 120-byte allocation in all. The wheel holds one retain on each linked timer.
+final class TimerQueue {
+    static let shared = TimerQueue(threadName: "timer")
+
+    /// One tick of the wheel: 1 ms.
+    static let nanosecondsPerTick: Int64 = 1_000_000
+
+    private let state = Locked(TimerQueueState())
     /// Timers inserted and neither fired nor cancelled.
     private let pending = Atomic<Int>(0)
     private let parker = Parker()
+    /// The monotonic time of tick 0.
+    private let origin: Int64
+    private let threadName: String
 
-    /// Schedules `entry`; starts the timer thread on first use.
+    init(threadName: String) {
+        self.threadName = threadName
+        origin = Clock.now
+    }
+
+    /// Schedules `entry` at its deadline; starts the timer thread on first use.
     func schedule(_ entry: TimerEntry) {
+        precondition(entry.queue === self, "a timer is scheduled on the queue it was made for")
+        insert(TimerNode(entry), deadline: entry.deadline)
+    }
+
+    /// Schedules a delay, which is its own timer, to complete at `deadline`.
+    func schedule(_ delay: DelayFuture, deadline: Int64) {
+        insert(TimerNode(delay), deadline: deadline)
+    }
+
+    private func insert(_ node: TimerNode, deadline: Int64) {
         pending.add(1, ordering: .relaxed)
-        let (wake, start) = state.withLock { state -> (Bool, Bool) in
-            state.heap.append(entry)
-            siftUp(&state.heap, state.heap.count - 1)
-            let start = !state.threadStarted
-            state.threadStarted = true
-            // Only a deadline earlier than the one the thread sleeps towards needs a wake-up.
-            return (entry.deadline < state.sleepingUntil, start)
-        }
-        if start {
-            let thread = spawnThread(name: "timer", role: .timer) { [self] in run() }
-            pthread_detach(thread)
-        } else if wake {
+        let tick = tick(atOrAfter: deadline)
+        // The wheel's reference. Taken before the lock and released, if unused, after it.
+        node.retain()
+        switch state.withLock({ $0.schedule(node, at: tick) }) {
+        case .none:
+            break
+        case .wake:
             parker.unpark()
+        case .startThread:
+            let thread = spawnThread(name: threadName, role: .timer) { [self] in run() }
+            pthread_detach(thread)
+        case .fireNow:
+            ThreadPool.shared.enqueue(node.takeJob())
+        case .discard:
+            node.release()
+        }
+    }
+
+    /// Unlinks a timer that was just cancelled (claimed), if the timer thread has not taken it.
+    func remove(_ node: TimerNode) {
+        if state.withLock({ $0.wheel.remove(node) }) {
+            node.release()
         }
     }
 
@@ -85,68 +178,71 @@ final class TimerQueue {
     var pendingCount: Int { max(0, pending.load(ordering: .relaxed)) }
 
     /// Whether the timer thread has been started.
-    var threadCount: Int { state.withLock { $0.threadStarted ? 1 : 0 } }
+    var threadCount: Int { state.withLock { $0.threadStarted && !$0.stopping ? 1 : 0 } }
+
+    /// Ends the timer thread of a queue made for a test (the shared queue's runs for the life of the
+    /// process). Timers still in the wheel stay there, unfired.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        parker.unpark()
+    }
+
+    // MARK: Time
+
+    /// The first tick at or after `deadline`, so that a timer never fires early.
+    private func tick(atOrAfter deadline: Int64) -> UInt64 {
+        guard deadline > origin else { return 0 }
+        // No overflow: `origin` is positive, so the difference is at most Int64.max.
+        let (ticks, remainder) = UInt64(deadline - origin).quotientAndRemainder(
+            dividingBy: UInt64(TimerQueue.nanosecondsPerTick))
+        return remainder == 0 ? ticks : ticks + 1
+    }
+
+    /// The tick of `now`, rounded down.
+    private func tick(ofNow now: Int64) -> UInt64 {
+        now <= origin ? 0 : UInt64(now - origin) / UInt64(TimerQueue.nanosecondsPerTick)
+    }
+
+    // MARK: The timer thread
 
     private func run() {
         while true {
-            let now = tm_monotonic_nanoseconds()
-            var expired: [TimerEntry] = []
-            let sleepUntil = state.withLock { state -> Int64 in
-                while let top = state.heap.first {
-                    if top.isSettled {
-                        removeTop(&state.heap)
-                    } else if top.deadline <= now {
-                        expired.append(top)
-                        removeTop(&state.heap)
-                    } else {
-                        break
-                    }
-                }
-                state.sleepingUntil = state.heap.first?.deadline ?? Int64.max
-                return state.sleepingUntil
+            let now = Clock.now
+            let turn = state.withLock { state -> (expired: TimerNode, sleepUntil: UInt64)? in
+                state.stopping ? nil : state.expire(now: tick(ofNow: now))
             }
-            for entry in expired { ThreadPool.shared.enqueue(.item(entry)) }
-            if sleepUntil == Int64.max {
+            guard let turn else { return }
+            // Read `next` before handing a timer over: the pool may free it at once. No other
+            // thread touches the links of a timer that has left the wheel.
+            var node = turn.expired
+            while node != .none {
+                let next = node.next
+                ThreadPool.shared.enqueue(node.takeJob())
+                node = next
+            }
+            if turn.sleepUntil == .max {
                 parker.park()
             } else {
-                parker.park(timeoutNanoseconds: max(0, sleepUntil - tm_monotonic_nanoseconds()))
+                parker.park(timeoutNanoseconds: nanoseconds(untilTick: turn.sleepUntil))
             }
         }
     }
 
-    private func removeTop(_ heap: inout [TimerEntry]) {
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return }
-        heap[0] = last
-        siftDown(&heap, 0)
-    }
-
-    private func siftUp(_ heap: inout [TimerEntry], _ start: Int) {
-        var child = start
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].deadline < heap[parent].deadline else { return }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    private func siftDown(_ heap: inout [TimerEntry], _ start: Int) {
-        var parent = start
-        while true {
-            let left = 2 * parent + 1
-            guard left < heap.count else { return }
-            var smallest = left
-            if left + 1 < heap.count && heap[left + 1].deadline < heap[left].deadline { smallest = left + 1 }
-            guard heap[smallest].deadline < heap[parent].deadline else { return }
-            heap.swapAt(smallest, parent)
-            parent = smallest
-        }
+    /// Nanoseconds from now until `tick` starts, 0 if it has, at most an hour: the parker adds the
+    /// timeout to the clock, and a far deadline must not overflow there; one spurious wake-up an
+    /// hour costs nothing.
+    private func nanoseconds(untilTick tick: UInt64) -> Int64 {
+        let hour: Int64 = 3_600_000_000_000
+        let (offset, overflow) = Int64(clamping: tick).multipliedReportingOverflow(by: TimerQueue.nanosecondsPerTick)
+        let (wake, overflow2) = origin.addingReportingOverflow(offset)
+        if overflow || overflow2 { return hour }
+        return min(hour, max(0, wake - Clock.now))
     }
 }
 
-// All mutable state is inside the mutex or atomics.
+// All mutable state is inside the lock or atomics.
 extension TimerQueue: @unchecked Sendable {}
 
-// Safe to share: immutable apart from the atomic claimed flag.
+// Safe to share: immutable apart from the atomic claimed flag, and the links, which only the
+// queue's lock guards.
 extension TimerEntry: @unchecked Sendable {}

@@ -1,0 +1,136 @@
+/// Where a timer sits in the timing wheel: its neighbours in a slot's list, its deadline in wheel
+/// ticks and the slot it is in.
+///
+/// It lives inside the timer itself (a `TimerEntry` or a `DelayFuture`), so the wheel allocates
+/// nothing per timer and unlinks one in O(1). 24 bytes. Read and written only under the timer
+/// queue's lock, except `next` of an expired timer, which the timer thread alone reads after
+/// unlocking (no other thread writes the links of a timer that has left the wheel).
+struct TimerLinks {
+    var next = TimerNode.none
+    var previous = TimerNode.none
+    /// The deadline in ticks in the high 48 bits (2^48 ms is 8,900 years; `Int64.max` ns is under
+    /// 2^44 ms), the place in the low 16: one word instead of two keeps a delay within 128 bytes.
+    private var packed = UInt64(TimingWheel.nowhere)
+
+    var tick: UInt64 {
+        get { packed >> 16 }
+        set { packed = newValue << 16 | (packed & 0xFFFF) }
+    }
+
+    /// `level * 64 + slot`, `TimingWheel.farPlace`, or `TimingWheel.nowhere` when not in the wheel.
+    var place: UInt16 {
+        get { UInt16(truncatingIfNeeded: packed) }
+        set { packed = (packed & ~0xFFFF) | UInt64(newValue) }
+    }
+}
+
+/// A timer in the wheel, as one tagged word: a `TimerEntry`, or a `DelayFuture` that is its own timer.
+///
+/// Two class hierarchies share the wheel because a delay must be a `Future<Void>` (it is what
+/// `Future.delay` returns) and the other timers are work items; making the future its own timer
+/// saves a second object per delay. The low bit tells them apart (objects are 16-byte aligned).
+/// The word holds no reference count: the wheel retains a node explicitly while it is linked.
+struct TimerNode: Hashable {
+    private let word: UInt
+
+    private static let delayTag: UInt = 1
+
+    static let none = TimerNode(word: 0)
+
+    private init(word: UInt) { self.word = word }
+
+    init(_ entry: TimerEntry) {
+        word = UInt(bitPattern: Unmanaged.passUnretained(entry).toOpaque())
+    }
+
+    init(_ delay: DelayFuture) {
+        word = UInt(bitPattern: Unmanaged.passUnretained(delay).toOpaque()) | TimerNode.delayTag
+    }
+
+    private var pointer: UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: word & ~TimerNode.delayTag).unsafelyUnwrapped
+    }
+
+    private var isDelay: Bool { word & TimerNode.delayTag != 0 }
+
+    /// The node's links, read without retain or release (the caller holds the node alive: the
+    /// wheel's retain, or its own reference). A plain read, not an `inout` access: the timer thread
+    /// reads `next` of an expired timer outside the lock while a cancel may read its `place` under
+    /// it, and two reads do not race.
+    @inline(__always)
+    private var links: TimerLinks {
+        if isDelay {
+            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
+        }
+        return Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
+    }
+
+    /// Changes the node's links; only under the queue's lock.
+    @inline(__always)
+    private func updateLinks(_ body: (inout TimerLinks) -> Void) {
+        if isDelay {
+            Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+        } else {
+            Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+        }
+    }
+
+    var next: TimerNode {
+        get { links.next }
+        nonmutating set { updateLinks { $0.next = newValue } }
+    }
+
+    var previous: TimerNode {
+        get { links.previous }
+        nonmutating set { updateLinks { $0.previous = newValue } }
+    }
+
+    var tick: UInt64 {
+        get { links.tick }
+        nonmutating set { updateLinks { $0.tick = newValue } }
+    }
+
+    var place: UInt16 {
+        get { links.place }
+        nonmutating set { updateLinks { $0.place = newValue } }
+    }
+
+    /// Whether the timer has fired or been cancelled: for a delay, whether its future has been claimed
+    /// for completion; an atomic load either way.
+    var isSettled: Bool {
+        if isDelay {
+            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef {
+                $0.completionState.load(ordering: .acquiring) != 0
+            }
+        }
+        return Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.isSettled }
+    }
+
+    /// Takes a reference for the wheel, before the node is linked.
+    func retain() {
+        if isDelay {
+            _ = Unmanaged<DelayFuture>.fromOpaque(pointer).retain()
+        } else {
+            _ = Unmanaged<TimerEntry>.fromOpaque(pointer).retain()
+        }
+    }
+
+    /// Drops the wheel's reference to a node that was unlinked; may free it, so call it outside the
+    /// lock.
+    func release() {
+        if isDelay {
+            Unmanaged<DelayFuture>.fromOpaque(pointer).release()
+        } else {
+            Unmanaged<TimerEntry>.fromOpaque(pointer).release()
+        }
+    }
+
+    /// The node as a pool job, taking over the wheel's reference: a delay runs as a future job (it
+    /// completes itself), any other timer as a work item.
+    func takeJob() -> Job {
+        if isDelay {
+            return .future(Unmanaged<DelayFuture>.fromOpaque(pointer).takeRetainedValue())
+        }
+        return .item(Unmanaged<TimerEntry>.fromOpaque(pointer).takeRetainedValue())
+    }
+}

@@ -1,0 +1,368 @@
+import CAllocationCounter
+import CTaskMachine
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A timer that counts its fires.
+private final class ProbeTimer: TimerEntry {
+    let fires = Atomic<Int>(0)
+    let onFire: (@Sendable () -> Void)?
+
+    init(deadline: Int64, queue: TimerQueue, onFire: (@Sendable () -> Void)? = nil) {
+        self.onFire = onFire
+        super.init(deadline: deadline, queue: queue)
+    }
+
+    override func fire() {
+        fires.add(1, ordering: .relaxed)
+        onFire?()
+    }
+}
+
+/// Polls `condition` every millisecond or so until it holds or `limit` passes; returns whether it held.
+private func eventually(within limit: Duration = .seconds(20), _ condition: () -> Bool) -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while !condition() {
+        if ContinuousClock.now >= deadline { return false }
+        usleepish()
+    }
+    return true
+}
+
+/// A small deterministic generator, so a failing wheel test replays.
+private struct SplitMix {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Whether this process runs under a sanitizer (which owns the allocator, so nothing is counted):
+/// the big tests scale down there, as it is ten times slower.
+private var sanitized: Bool { tm_allocations_interposed() == 0 }
+
+@Suite struct TimerTests {
+    // MARK: The wheel alone (deterministic)
+
+    @Test func theWheelExpiresEveryTimerAtItsTickInDeadlineOrderAndForgetsRemovedOnes() {
+        var random = SplitMix(state: 42)
+        var wheel = TimingWheel()
+        let entries = (0..<3_000).map { _ in TimerEntry(deadline: 0) }
+        var due: [TimerNode: UInt64] = [:]
+        for (index, entry) in entries.enumerated() {
+            // Ticks across every level, and some past the wheel's span (the far list).
+            let tick: UInt64 =
+                switch index % 6 {
+                case 0: 1 + random.next() % 64
+                case 1: 1 + random.next() % 4_096
+                case 2: 1 + random.next() % 300_000
+                case 3: 1 + random.next() % 20_000_000
+                case 4: 1 + random.next() % (1 << 37)
+                default: TimingWheel.span * 3 + random.next() % 1_000
+                }
+            let inserted = wheel.insert(TimerNode(entry), at: tick)
+            #expect(inserted)
+            due[TimerNode(entry)] = tick
+        }
+        // Remove a tenth, from all levels.
+        for entry in entries.enumerated().filter({ $0.offset % 10 == 3 }).map(\.element) {
+            let removed = wheel.remove(TimerNode(entry))
+            let removedAgain = wheel.remove(TimerNode(entry))
+            #expect(removed && !removedAgain)
+            due[TimerNode(entry)] = nil
+        }
+        #expect(wheel.count == due.count)
+
+        var now: UInt64 = 0
+        var previous: UInt64 = 0
+        var seen = Set<TimerNode>()
+        var steps = 0
+        while wheel.count > 0 && steps < 100_000 {
+            steps += 1
+            // Steps of every size: single ticks, then ever longer jumps.
+            now += 1 + random.next() % (steps < 2_000 ? 3 : UInt64(steps) * UInt64(steps) * 1_000)
+            var node = wheel.advance(to: now)
+            var last: UInt64 = 0
+            while node != .none {
+                let tick = due[node]
+                #expect(tick != nil, "a removed timer expired")
+                if let tick {
+                    // Expired at the first advance that reached its tick, in deadline order.
+                    #expect(tick <= now && tick > previous)
+                    #expect(tick >= last)
+                    last = tick
+                }
+                #expect(seen.insert(node).inserted, "a timer expired twice")
+                #expect(node.place == TimingWheel.nowhere)
+                node = node.next
+            }
+            previous = now
+        }
+        #expect(wheel.count == 0)
+        #expect(seen.count == due.count)
+        #expect(wheel.nextDeadline == nil)
+        // The wheel itself holds no references (the queue retains what it links): without this, an
+        // optimized build frees the entries after their last use above.
+        withExtendedLifetime(entries) {}
+    }
+
+    @Test func aTimerDueAtOrBeforeTheWheelsTimeIsRefused() {
+        var wheel = TimingWheel()
+        _ = wheel.advance(to: 100)
+        let entry = TimerEntry(deadline: 0)
+        let atNow = wheel.insert(TimerNode(entry), at: 100)
+        let before = wheel.insert(TimerNode(entry), at: 7)
+        let after = wheel.insert(TimerNode(entry), at: 101)
+        #expect(!atNow && !before && after)
+        #expect(wheel.nextDeadline == 101)
+        let expired = wheel.advance(to: 101)
+        #expect(expired == TimerNode(entry))
+        withExtendedLifetime(entry) {}
+    }
+
+    // MARK: Delays on the shared queue
+
+    @Test func delaysOfDifferentLengthsCompleteInDeadlineOrder() throws {
+        let order = Locked<[Int]>([])
+        let lengths = [5, 2, 7, 0, 4, 1, 6, 3]
+        let delays = lengths.map { length in
+            let delay = Future.delay(.milliseconds(20 + 25 * length))
+            delay.getAwaiter().onCompleted { order.withLock { $0.append(length) } }
+            return delay
+        }
+        for delay in delays { try delay.wait(timeout: .seconds(20)) }
+        #expect(eventually { order.withLock { $0.count } == lengths.count })
+        #expect(order.withLock { $0 } == lengths.sorted())
+    }
+
+    @Test func aZeroDelayCompletesAtOnceAndAPastDeadlineFiresPromptly() throws {
+        #expect(Future.delay(.zero).status == .succeeded)
+        let start = ContinuousClock.now
+        try Future.delay(.nanoseconds(1)).wait(timeout: .seconds(10))
+        #expect(ContinuousClock.now - start < .seconds(5))
+
+        // A timer whose deadline has passed goes straight to the pool, never into the wheel.
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        let fired = Promise<Void>()
+        let timer = ProbeTimer(deadline: Clock.now - 1_000_000_000, queue: queue) { fired.trySucceed(()) }
+        queue.schedule(timer)
+        try fired.future.wait(timeout: .seconds(10))
+        #expect(timer.fires.load(ordering: .relaxed) == 1)
+        #expect(queue.pendingCount == 0)
+        #expect(queue.threadCount == 0)
+    }
+
+    @Test func aNegativeDelayFailsWithInvalidArgumentError() {
+        let delay = Future.delay(.milliseconds(-1))
+        #expect(delay.status == .failed)
+        #expect(delay.error is InvalidArgumentError)
+        #expect(throws: InvalidArgumentError.self) { try delay.wait() }
+    }
+
+    @Test func farDeadlinesDoNotOverflowAndCanBeCancelled() throws {
+        let source = CancellationTokenSource()
+        weak var released: Future<Void>?
+        do {
+            let hours = Future.delay(.seconds(3 * 3600), cancellation: source.token)
+            let forever = Future.delay(.seconds(Int64.max), cancellation: source.token)
+            let huge = Future.delay(.nanoseconds(Int64.max), cancellation: source.token)
+            released = forever
+            #expect(hours.status == .pending && forever.status == .pending && huge.status == .pending)
+            #expect(forever.diagnosticName.hasPrefix("delay("))
+            source.cancel()
+            for delay in [hours, forever, huge] {
+                #expect(delay.status == .cancelled)
+                #expect(throws: OperationCancelledError.self) { try delay.wait(timeout: .seconds(10)) }
+            }
+        }
+        // The wheel let go of it when it was cancelled, not at its deadline.
+        #expect(eventually { released == nil })
+    }
+
+    @Test func cancellingADelayReleasesItAtOnce() {
+        let source = CancellationTokenSource()
+        weak var released: Future<Void>?
+        do {
+            let delay = Future.delay(.seconds(3600), cancellation: source.token)
+            released = delay
+        }
+        #expect(released != nil, "the wheel holds a pending delay")
+        source.cancel()
+        #expect(eventually { released == nil })
+    }
+
+    @Test func cancellingAfterTheDelayFiredChangesNothing() throws {
+        let source = CancellationTokenSource()
+        let delay = Future.delay(.milliseconds(2), cancellation: source.token)
+        try delay.wait(timeout: .seconds(10))
+        source.cancel()
+        #expect(delay.status == .succeeded)
+    }
+
+    @Test func delaysCancelledAsTheyExpireEachEndExactlyOnce() throws {
+        let count = sanitized ? 300 : 2_000
+        let source = CancellationTokenSource()
+        let ends = Atomic<Int>(0)
+        let delays = (0..<count).map { index in
+            let delay = Future.delay(.microseconds(100 * (index % 40)), cancellation: source.token)
+            delay.getAwaiter().onCompleted { ends.add(1, ordering: .relaxed) }
+            return delay
+        }
+        // Cancel about when the middle ones expire.
+        sleepForTests(milliseconds: 2)
+        source.cancel()
+        #expect(eventually { ends.load(ordering: .relaxed) == count })
+        for delay in delays { #expect(delay.status == .succeeded || delay.status == .cancelled) }
+        sleepForTests(milliseconds: 20)
+        #expect(ends.load(ordering: .relaxed) == count)
+    }
+
+    // MARK: Timers on a queue of their own (exact counts)
+
+    @Test func timersCancelledAsTheyFireEachSettleOnceAndThePendingCountReturnsToZero() throws {
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        let count = sanitized ? 500 : 5_000
+        let start = Clock.now
+        let timers = (0..<count).map { index in
+            ProbeTimer(deadline: start + Int64(index % 50) * 100_000, queue: queue)
+        }
+        for timer in timers { queue.schedule(timer) }
+        #expect(queue.threadCount == 1)
+        // Cancel them while the timer thread expires them: from here and from a pool worker.
+        let half = count / 2
+        let cancelledByWorker = Future.run { timers[half...].filter { $0.cancel() }.count }
+        let cancelledHere = timers[..<half].filter { $0.cancel() }.count
+        let cancelled = cancelledHere + (try cancelledByWorker.wait(timeout: .seconds(20)))
+        let fired = { timers.reduce(0) { $0 + $1.fires.load(ordering: .relaxed) } }
+        #expect(eventually { fired() == count - cancelled })
+        #expect(queue.pendingCount == 0)
+        for timer in timers {
+            #expect(timer.fires.load(ordering: .relaxed) <= 1)
+            #expect(timer.isSettled)
+            // Fired or cancelled already: cancelling again does nothing.
+            #expect(!timer.cancel())
+        }
+        sleepForTests(milliseconds: 10)
+        #expect(fired() == count - cancelled)
+    }
+
+    @Test func cancellingAFiredTimerReturnsFalse() throws {
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        let fired = Promise<Void>()
+        let timer = ProbeTimer(deadline: Clock.deadline(after: .milliseconds(3)), queue: queue) {
+            fired.trySucceed(())
+        }
+        queue.schedule(timer)
+        try fired.future.wait(timeout: .seconds(10))
+        #expect(!timer.cancel())
+        #expect(timer.fires.load(ordering: .relaxed) == 1)
+        #expect(queue.pendingCount == 0)
+    }
+
+    @Test func aCancelledTimerIsUnlinkedAndReleased() {
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        weak var released: ProbeTimer?
+        do {
+            let near = ProbeTimer(deadline: Clock.deadline(after: .seconds(3600)), queue: queue)
+            let far = ProbeTimer(deadline: .max, queue: queue)
+            released = near
+            queue.schedule(near)
+            queue.schedule(far)
+            #expect(queue.pendingCount == 2)
+            #expect(near.cancel())
+            #expect(far.cancel())
+            #expect(!near.cancel())
+        }
+        #expect(queue.pendingCount == 0)
+        #expect(released == nil)
+    }
+
+    @Test func anEarlierTimerWakesTheSleepingThread() throws {
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        let late = ProbeTimer(deadline: Clock.deadline(after: .seconds(3600)), queue: queue)
+        queue.schedule(late)
+        sleepForTests(milliseconds: 5)
+        let fired = Promise<Void>()
+        let start = ContinuousClock.now
+        queue.schedule(
+            ProbeTimer(deadline: Clock.deadline(after: .milliseconds(5)), queue: queue) { fired.trySucceed(()) })
+        try fired.future.wait(timeout: .seconds(10))
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(late.cancel())
+    }
+
+    // MARK: Memory
+
+    @Test func aPendingDelayIsOneAllocationOfAt120Bytes() throws {
+        // Warm up: the timer thread and the first delay's metadata.
+        try Future.delay(.milliseconds(1)).wait(timeout: .seconds(10))
+        var delays: [Future<Void>] = []
+        delays.reserveCapacity(1_000)
+        let create = { for _ in 0..<1_000 { delays.append(Future.delay(.milliseconds(20))) } }
+        // Under a sanitizer nothing is counted, and `countAllocations` does not run its body.
+        let counted = sanitized ? nil : countAllocations(create)
+        if sanitized { create() }
+        if let counted {
+            // One object: future, timer and wheel links. 120 bytes is a 128-byte glibc chunk.
+            #expect(counted.count == 1_000)
+            #expect(counted.bytes <= 120 * 1_000)
+        }
+        for delay in delays { try delay.wait(timeout: .seconds(10)) }
+    }
+
+    @Test func aMillionPendingDelaysNeedOneTimerThreadAndAreReleasedWhenCancelled() throws {
+        let count = sanitized ? 100_000 : 1_000_000
+        let source = CancellationTokenSource()
+        var weakSamples: [WeakFuture] = []
+        let created = ContinuousClock.now
+        var delays: [Future<Void>] = []
+        delays.reserveCapacity(count)
+        let create = { for _ in 0..<count { delays.append(Future.delay(.seconds(3600), cancellation: source.token)) } }
+        // Under a sanitizer nothing is counted, and `countAllocations` does not run its body.
+        let counted = sanitized ? nil : countAllocations(create)
+        if sanitized { create() }
+        let createTime = ContinuousClock.now - created
+        let during = RuntimeStatistics.current
+        #expect(during.timerThreads == 1)
+        #expect(during.pendingTimers >= count)
+        for index in stride(from: 0, to: count, by: count / 100) { weakSamples.append(WeakFuture(delays[index])) }
+
+        let cancelling = ContinuousClock.now
+        source.cancel()
+        let cancelTime = ContinuousClock.now - cancelling
+        #expect(delays[0].status == .cancelled && delays[count - 1].status == .cancelled)
+        delays = []
+        // Other suites' timers may be pending meanwhile, but not a million of them.
+        #expect(RuntimeStatistics.current.pendingTimers < count / 2)
+        #expect(eventually { weakSamples.allSatisfy { $0.future == nil } })
+        let bytes = counted.map { " \($0.bytes / UInt64(count)) bytes," } ?? ""
+        print(
+            "\(count) cancellable delays:\(bytes) created in \(createTime.readableText),"
+                + " cancelled in \(cancelTime.readableText)")
+    }
+}
+
+// Safe to share: the count is atomic, the rest immutable.
+extension ProbeTimer: @unchecked Sendable {}
+
+private struct WeakFuture {
+    weak var future: Future<Void>?
+    init(_ future: Future<Void>) { self.future = future }
+}
+
+/// Sleeps the calling thread.
+private func sleepForTests(milliseconds: Int) {
+    usleep(useconds_t(milliseconds * 1_000))
+}
