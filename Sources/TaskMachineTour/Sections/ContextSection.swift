@@ -32,7 +32,7 @@ enum ContextSection {
         output("Where threads are and are not used:")
         let before = RuntimeStatistics.current
         output("  before:                      \(describeThreads(before))")
-        // A pending delay is an entry in the timer thread's heap, not a sleeping thread.
+        // A pending delay is an entry in the timer thread's wheel, not a sleeping thread.
         let delays = (0..<10_000).map { _ in Future.delay(.milliseconds(200)) }
         let during = RuntimeStatistics.current
         output(
@@ -47,7 +47,8 @@ enum ContextSection {
 
     private static func describeThreads(_ statistics: RuntimeStatistics) -> String {
         "\(statistics.totalThreads) runtime threads (\(statistics.poolWorkers) pool, "
-            + "\(statistics.timerThreads) timer, \(statistics.contextThreads) context)"
+            + "\(statistics.monitorThreads) pool monitor, \(statistics.timerThreads) timer, "
+            + "\(statistics.contextThreads) context)"
     }
 }
 
