@@ -34,7 +34,11 @@ let package = Package(
         // a watchdog, thread and heap readings.
         .target(
             name: "BenchmarkSupport",
-            dependencies: ["CBenchmarkShims", .product(name: "Benchmark", package: "benchmark")],
+            dependencies: [
+                "CBenchmarkShims",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "TaskMachine", package: rootPackage),
+            ],
             path: "Sources/BenchmarkSupport",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

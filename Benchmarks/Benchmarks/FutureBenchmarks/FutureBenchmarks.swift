@@ -112,39 +112,6 @@ func suspendOnceBenchmarks() {
     }
 }
 
-/// An async method that awaits `inner` once and returns its value plus one:
-/// `async Future<Int> AddOne(Future<Int> inner) => await inner + 1;`
-struct AddOne: AsyncStateMachine {
-    var builder = FutureMethodBuilder<Int>()
-    var state = 0
-    let inner: Future<Int>
-    var awaiter: FutureAwaiter<Int>?
-
-    mutating func moveNext() {
-        do {
-            if state == 0 {
-                let awaiter = inner.getAwaiter()
-                self.awaiter = awaiter
-                state = 1
-                if !awaiter.isCompleted {
-                    awaitUnsafeOnCompleted(awaiter)
-                    return
-                }
-            }
-            builder.setResult(try awaiter!.getResult() + 1)
-        } catch {
-            builder.setError(error)
-        }
-    }
-
-    @inline(never)
-    static func start(_ inner: Future<Int>) -> Future<Int> {
-        var machine = AddOne(inner: inner)
-        FutureMethodBuilder.start(&machine)
-        return machine.builder.future
-    }
-}
-
 // MARK: A chain of ten continuations
 
 /// Links in each chain: every link is a continuation of the one before it.

@@ -195,35 +195,3 @@ func roundTripBenchmarks() {
         armWatchdog()
     }
 }
-
-/// `async Future<Int> AddOne(Future<Int> inner) => await inner + 1;`
-struct AddOne: AsyncStateMachine {
-    var builder = FutureMethodBuilder<Int>()
-    var state = 0
-    let inner: Future<Int>
-    var awaiter: FutureAwaiter<Int>?
-
-    mutating func moveNext() {
-        do {
-            if state == 0 {
-                let awaiter = inner.getAwaiter()
-                self.awaiter = awaiter
-                state = 1
-                if !awaiter.isCompleted {
-                    awaitUnsafeOnCompleted(awaiter)
-                    return
-                }
-            }
-            builder.setResult(try awaiter!.getResult() + 1)
-        } catch {
-            builder.setError(error)
-        }
-    }
-
-    @inline(never)
-    static func start(_ inner: Future<Int>) -> Future<Int> {
-        var machine = AddOne(inner: inner)
-        FutureMethodBuilder.start(&machine)
-        return machine.builder.future
-    }
-}

@@ -143,6 +143,18 @@ enum BoxReference<Value: Sendable> {
         case .inside(let box): box.takeUnretainedValue()
         }
     }
+
+    /// Ends the method with `error`: cancelled for an ``OperationCancelledError``, failed otherwise;
+    /// the box if there is one, else a completed future made for it.
+    mutating func complete(throwing error: any Error) {
+        if let future {
+            _ = future.tryComplete(throwing: error, ownToken: nil)
+        } else if let cancelled = error as? OperationCancelledError {
+            self = .owned(Future.cancelled(token: cancelled.token))
+        } else {
+            self = .owned(Future.failed(error))
+        }
+    }
 }
 
 /// The builders that box a machine into a `Future<Value>` at its first suspension.

@@ -37,13 +37,7 @@ public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
 
     /// Completes the method with `error`: cancelled for an ``OperationCancelledError``, failed otherwise.
     public mutating func setError(_ error: any Error) {
-        if let future = box.future {
-            _ = future.tryComplete(throwing: error, ownToken: nil)
-        } else if let cancelled = error as? OperationCancelledError {
-            box = .owned(Future.cancelled(token: cancelled.token))
-        } else {
-            box = .owned(Future.failed(error))
-        }
+        box.complete(throwing: error)
     }
 }
 

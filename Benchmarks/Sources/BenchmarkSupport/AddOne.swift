@@ -1,0 +1,35 @@
+import TaskMachine
+
+/// An async method that awaits `inner` once and returns its value plus one, written as the state
+/// machine a compiler would make of `async Future<Int> AddOne(Future<Int> inner) => await inner + 1;`.
+public struct AddOne: AsyncStateMachine {
+    public var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    let inner: Future<Int>
+    var awaiter: FutureAwaiter<Int>?
+
+    public mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = inner.getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try awaiter!.getResult() + 1)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    /// Starts the method: runs it up to its await and returns its future.
+    @inline(never)
+    public static func start(_ inner: Future<Int>) -> Future<Int> {
+        var machine = AddOne(inner: inner)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
