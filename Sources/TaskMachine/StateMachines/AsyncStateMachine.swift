@@ -109,9 +109,9 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
             context.untrackSuspended(self)
             resumeContext = nil
         }
+        guard !finished else { return }  // completed already, e.g. when its awaiter refused it
         // One resumption runs at a time, so a plain store suffices; it happens before this
         // resumption can complete the future, which publishes it to whoever sees the completion.
-        guard !finished else { return }  // completed already, e.g. when its awaiter refused it
         let resumption = resumptions.load(ordering: .relaxed) &+ 1
         resumptions.store(resumption, ordering: .relaxed)
         let thread = ThreadState.current
