@@ -75,6 +75,7 @@ public protocol Awaitable: ~Copyable {
 }
 
 /// The runtime's own awaiters register a state machine's box, or a resumer, directly: no closure.
+@usableFromInline
 protocol JobRegisteringAwaiter {
     /// Registers a suspended state machine's box to resume, capturing the context as configured.
     func register(box: AnyFuture) throws

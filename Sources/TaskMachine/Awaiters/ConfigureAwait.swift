@@ -77,10 +77,12 @@ public struct ConfiguredFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringA
         return try future.getResult()
     }
 
+    @usableFromInline
     func register(box: AnyFuture) {
         future.registerAwait(of: box, continueOnCapturedContext: options.contains(.continueOnCapturedContext))
     }
 
+    @usableFromInline
     func register(item: WorkItem) {
         future.onCompletion(.item(item))
     }

@@ -21,10 +21,12 @@ public struct FutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter, Se
         try future.getResult()
     }
 
+    @usableFromInline
     func register(box: AnyFuture) {
         future.registerAwait(of: box, continueOnCapturedContext: true)
     }
 
+    @usableFromInline
     func register(item: WorkItem) {
         future.onCompletion(.item(item))
     }

@@ -24,11 +24,13 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
 
     public func getResult() {}
 
+    @usableFromInline
     func register(box: AnyFuture) {
         box.resumeContext = SynchronizationContext.current
         Continuations.dispatch(.future(box), mayRunInline: false)
     }
 
+    @usableFromInline
     func register(item: WorkItem) {
         Continuations.dispatch(.item(item), mayRunInline: false)
     }

@@ -39,6 +39,7 @@ public class AnyFuture {
         var token: CancellationToken
     }
 
+    @usableFromInline
     init(runContinuationsAsynchronously: Bool) {
         self.runsContinuationsAsynchronously = runContinuationsAsynchronously
     }
@@ -184,6 +185,7 @@ public class AnyFuture {
 
     /// Completes the future as a body's error dictates: cancelled for a cancellation through
     /// `ownToken` (or any cancellation, when `ownToken` is nil), failed otherwise.
+    @usableFromInline
     final func tryComplete(throwing error: any Error, ownToken: CancellationToken?) -> Bool {
         if let cancelled = error as? OperationCancelledError, ownToken == nil || cancelled.token == ownToken {
             return tryCancel(token: cancelled.token)

@@ -20,6 +20,7 @@ public class Future<Value: Sendable>: AnyFuture {
     @usableFromInline
     final var storedValue: Value?
 
+    @usableFromInline
     init(runsContinuationsAsynchronously: Bool) {
         super.init(runContinuationsAsynchronously: runsContinuationsAsynchronously)
     }

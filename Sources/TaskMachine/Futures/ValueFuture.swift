@@ -145,6 +145,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         }
     }
 
+    @usableFromInline
     func register(box: AnyFuture) throws {
         switch storage {
         case .value:
@@ -157,6 +158,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         }
     }
 
+    @usableFromInline
     func register(item: WorkItem) throws {
         try register(job: .item(item))
     }

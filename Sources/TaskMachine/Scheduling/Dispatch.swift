@@ -4,6 +4,7 @@
 /// continuation would run inline, and so on, nests at most `maxInlineDepth` frames; deeper work is
 /// deferred to the outermost inline frame on the same thread, so a chain of a million synchronous
 /// completions runs in constant stack.
+@usableFromInline
 enum Continuations {
     /// Nested inline continuations allowed on one stack before the trampoline defers.
     /// Each level costs a few hundred bytes of stack; 16 keeps well under 64 KiB.
@@ -13,6 +14,7 @@ enum Continuations {
     ///
     /// - Parameter mayRunInline: `false` when the promise asked for asynchronous continuations, when
     ///   the continuation is not the first of several, or when registration found the future done.
+    @usableFromInline
     static func dispatch(_ job: Job, mayRunInline requested: Bool) {
         var mayRunInline = requested
         // A machine resumed from inside its own moveNext (an awaiter that calls back while it is

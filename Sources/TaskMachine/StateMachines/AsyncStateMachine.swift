@@ -86,6 +86,7 @@ extension AsyncStateMachine {
 
 /// The heap box of a suspended state machine: a future of the method's result, and the job that
 /// resumes the machine.
+@usableFromInline
 final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future<Value> {
     /// The machine; dropped once it has completed, as the frame of a finished call would be. A
     /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
@@ -93,12 +94,13 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
     ///
     /// Exclusivity is checked statically only: one resumption runs the machine at a time (the
     /// runtime's contract), and the dynamic check costs a thread-local access set per resumption.
-    @exclusivity(unchecked) var machine: Machine?
+    @usableFromInline @exclusivity(unchecked) var machine: Machine?
     /// Set once the machine is dropped; spares unspecialized code a look at the optional.
     private var finished = false
     /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
     private let resumptions = Atomic<UInt32>(0)
 
+    @inlinable
     init(machine: Machine) {
         self.machine = machine
         super.init(runsContinuationsAsynchronously: false)
@@ -131,11 +133,13 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
 
 /// How a builder refers to its box: the stack copy of the machine owns it, the boxed copy only
 /// points at the box it lives in (owning it would be a cycle).
+@usableFromInline
 enum BoxReference<Value: Sendable> {
     case none
     case owned(Future<Value>)
     case inside(Unmanaged<Future<Value>>)
 
+    @inlinable
     var future: Future<Value>? {
         switch self {
         case .none: nil
@@ -158,6 +162,7 @@ enum BoxReference<Value: Sendable> {
 }
 
 /// The builders that box a machine into a `Future<Value>` at its first suspension.
+@usableFromInline
 protocol BoxingMethodBuilder: AsyncMethodBuilder {
     associatedtype Value: Sendable
     var box: BoxReference<Value> { get set }
@@ -165,6 +170,7 @@ protocol BoxingMethodBuilder: AsyncMethodBuilder {
 
 extension BoxingMethodBuilder {
     /// The machine's box, created and filled with a copy of the machine on the first suspension.
+    @inlinable
     static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Future<Value>
     where Machine.Builder == Self {
         var builder = machine.builder
@@ -180,6 +186,7 @@ extension BoxingMethodBuilder {
     }
 
     /// Registers the machine's box on `awaiter`.
+    @inlinable
     static func suspend<A: Awaiter, Machine: AsyncStateMachine>(on awaiter: A, _ machine: inout Machine)
     where Machine.Builder == Self {
         let box = box(for: &machine)
@@ -195,12 +202,14 @@ extension BoxingMethodBuilder {
         }
     }
 
+    @inlinable
     public static func awaitOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
         _ awaiter: A, _ machine: inout Machine
     ) where Machine.Builder == Self {
         suspend(on: awaiter, &machine)
     }
 
+    @inlinable
     public static func awaitUnsafeOnCompleted<A: Awaiter, Machine: AsyncStateMachine>(
         _ awaiter: A, _ machine: inout Machine
     ) where Machine.Builder == Self {

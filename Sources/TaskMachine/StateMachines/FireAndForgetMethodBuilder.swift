@@ -6,6 +6,7 @@
 /// ``SynchronizationContext/reportUnhandledError(_:)``, or, with no context, to
 /// ``ErrorReporting/unhandledErrorHandler``, whose default prints it and exits.
 public struct FireAndForgetMethodBuilder: BoxingMethodBuilder {
+    @usableFromInline
     var box: BoxReference<Void> = .none
     var context: SynchronizationContext?
 

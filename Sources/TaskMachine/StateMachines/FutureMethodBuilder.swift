@@ -5,6 +5,7 @@
 /// without suspending returns a completed future (one allocation: the future). One that suspends
 /// returns its box, which is also its continuation (one allocation in all).
 public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
+    @usableFromInline
     var box: BoxReference<Value> = .none
 
     /// Creates the builder a machine stores.

@@ -5,6 +5,7 @@
 /// the value future. One that fails without suspending allocates the failed future; one that
 /// suspends allocates its box, once.
 public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
+    @usableFromInline
     var box: BoxReference<Value> = .none
     var synchronousResult: Value?
 
