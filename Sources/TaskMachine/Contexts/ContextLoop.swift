@@ -81,8 +81,6 @@ final class ContextLoop {
         wake()
     }
 
-    var queuedCount: Int { state.withLock { $0.queue.count } }
-
     func trackSuspended(_ box: AnyFuture, awaiting future: AnyFuture) {
         state.withLock { $0.suspended[ObjectIdentifier(box)] = (box, future) }
     }

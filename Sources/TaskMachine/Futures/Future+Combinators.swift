@@ -33,9 +33,13 @@ final class WhenAllCounter<Value: Sendable>: WorkItem {
     /// cancelled if any was; returns `false` when all succeeded and the caller must set the value.
     static func completeUnsuccessfully(_ output: AnyFuture, from inputs: [AnyFuture]) -> Bool {
         let errors = inputs.filter { $0.status == .failed }.flatMap(\.errors)
-        if !errors.isEmpty { return output.tryFail(errors) || true }
+        if !errors.isEmpty {
+            output.tryFail(errors)
+            return true
+        }
         if let cancelled = inputs.first(where: { $0.status == .cancelled }) {
-            return output.tryCancel(token: cancelled.cancellationToken ?? .none) || true
+            output.tryCancel(token: cancelled.cancellationToken ?? .none)
+            return true
         }
         return false
     }

@@ -16,22 +16,22 @@ enum Continuations {
     ///   the continuation is not the first of several, or when registration found the future done.
     @usableFromInline
     static func dispatch(_ job: Job, mayRunInline requested: Bool) {
+        // One thread-local read serves every check below.
+        let state = requested ? ThreadState.current : nil
         var mayRunInline = requested
         // A machine resumed from inside its own moveNext (an awaiter that calls back while it is
         // being registered) is queued: running it here would enter the same machine twice.
-        if mayRunInline, case .future(let future) = job, let state = ThreadState.currentIfPresent,
-            state.runningBox == ObjectIdentifier(future)
-        {
+        if let state, case .future(let future) = job, state.runningBox == ObjectIdentifier(future) {
             mayRunInline = false
         }
         if let context = job.context {
-            if mayRunInline, let state = ThreadState.currentIfPresent, state.synchronizationContext === context {
+            if mayRunInline, let state, state.synchronizationContext === context {
                 runInline(job, state: state)
             } else {
                 context.enqueue(job)
             }
-        } else if mayRunInline {
-            runInline(job, state: ThreadState.current)
+        } else if mayRunInline, let state {
+            runInline(job, state: state)
         } else {
             ThreadPool.shared.enqueue(job)
         }
