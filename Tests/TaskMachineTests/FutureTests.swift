@@ -59,6 +59,64 @@ struct TestError: Error, Equatable {
         #expect(Future.completed.isCompleted)
     }
 
+    @Test func valuesOfEverySizeAreKeptWhileTheFutureLivesAndReleasedWithIt() throws {
+        final class Tracked: Sendable {}
+        /// Larger than a future's two words of in-place storage, so it is kept in a box of its own.
+        struct Large: Sendable {
+            let object: Tracked
+            let numbers: (Int, Int, Int, Int)
+            let text: String
+        }
+        weak var inPlace: Tracked?
+        weak var boxed: Tracked?
+        weak var fromFactory: Tracked?
+        do {
+            let small = Promise<Tracked>()
+            let large = Promise<Large>()
+            let text = Promise<String>()
+            do {
+                let a = Tracked()
+                let b = Tracked()
+                let c = Tracked()
+                inPlace = a
+                boxed = b
+                fromFactory = c
+                try small.succeed(a)
+                try large.succeed(Large(object: b, numbers: (1, 2, 3, 4), text: "large"))
+                try text.succeed(String(repeating: "long enough to live on the heap ", count: 4))
+                let completed = Future.succeeded(Large(object: c, numbers: (5, 6, 7, 8), text: "made"))
+                #expect(try completed.getResult().numbers.3 == 8)
+                #expect(try completed.getResult().object === c)
+            }
+            #expect(try small.future.getResult() === inPlace)
+            #expect(try large.future.getResult().object === boxed)
+            #expect(try large.future.getResult().numbers == (1, 2, 3, 4))
+            #expect(try large.future.getResult().text == "large")
+            #expect(try text.future.getResult().hasPrefix("long enough"))
+            #expect(fromFactory == nil)
+            #expect(inPlace != nil && boxed != nil)
+        }
+        #expect(inPlace == nil)
+        #expect(boxed == nil)
+    }
+
+    @Test func aFailedOrCancelledFutureHoldsNoValue() throws {
+        final class Tracked: Sendable {}
+        weak var never: Tracked?
+        do {
+            let failed = Promise<Tracked>()
+            let cancelled = Promise<Tracked>()
+            try failed.fail(TestError(code: 1))
+            try cancelled.cancel()
+            let late = Tracked()
+            never = late
+            #expect(!failed.trySucceed(late))
+            #expect(!cancelled.trySucceed(late))
+            #expect(throws: TestError(code: 1)) { try failed.future.getResult() }
+        }
+        #expect(never == nil)
+    }
+
     @Test func readingAPendingFutureIsAClearError() {
         #expect(throws: FutureNotCompletedError.self) { try Promise<Int>().future.getResult() }
     }

@@ -16,23 +16,27 @@ public import Synchronization
 /// continuation spills both into a list object that is created once per future and never freed
 /// before it. Completion swaps in `completed` and runs what it took out.
 public class AnyFuture {
+    // Word-sized fields first and the three bytes together at the end, so that no padding sits
+    // between them: a pending delay (a future, its timer links and its deadline) stays within a
+    // 128-byte allocation.
+
     /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job.
     @usableFromInline
     let slot = Atomic<UInt>(SlotWord.empty)
+    /// Continuations past the first; created on demand, once.
+    let spill = AtomicLazyReference<ContinuationList>()
+    /// Errors or the cancelling token; written once by the completer before the slot is published.
+    @exclusivity(unchecked) final var failure: Failure?
+    /// For a state machine's box: the context its pending continuation must run on.
+    @exclusivity(unchecked) final var resumeContext: SynchronizationContext?
     /// 0 while pending, 1 while one completer writes the outcome, then a `FutureStatus` raw value,
     /// stored (releasing) after the outcome and before the slot's publishing exchange.
     @usableFromInline
     let completionState = Atomic<UInt8>(0)
-    /// Continuations past the first; created on demand, once.
-    let spill = AtomicLazyReference<ContinuationList>()
     /// Set when someone reads the errors, so a failure nobody read can be reported.
     private let observed = Atomic<Bool>(false)
     /// The promise asked for continuations to be queued, never run inline by its completer.
     final let runsContinuationsAsynchronously: Bool
-    /// Errors or the cancelling token; written once by the completer before the slot is published.
-    final var failure: Failure?
-    /// For a state machine's box: the context its pending continuation must run on.
-    final var resumeContext: SynchronizationContext?
 
     struct Failure {
         var errors: [any Error]
@@ -138,6 +142,7 @@ public class AnyFuture {
     // MARK: Completion
 
     /// Claims the right to complete; exactly one caller ever gets `true`.
+    @usableFromInline
     final func reserveCompletion() -> Bool {
         completionState.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
@@ -146,6 +151,7 @@ public class AnyFuture {
     ///
     /// - Parameter forceAsynchronous: queue every continuation, run none inline (cancellation uses it,
     ///   so that `cancel()` never runs continuations).
+    @usableFromInline
     final func publishCompletion(_ status: FutureStatus, forceAsynchronous: Bool = false) {
         completionState.store(status.rawValue, ordering: .releasing)
         // The exchange is the publication: a read-modify-write, which keeps every write above it.

@@ -71,7 +71,7 @@ extension Future {
         let output = Future<[Value]>(runsContinuationsAsynchronously: false)
         let counter = WhenAllCounter<Value>(inputs: futures, output: output) { [output] inputs in
             if WhenAllCounter<Value>.completeUnsuccessfully(output, from: inputs) { return }
-            _ = output.trySucceed(inputs.map { unsafeDowncast($0, to: Future<Value>.self).storedValue! })
+            _ = output.trySucceed(inputs.map { unsafeDowncast($0, to: Future<Value>.self).storedValue })
         }
         counter.start()
         return output

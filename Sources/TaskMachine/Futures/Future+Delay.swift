@@ -49,7 +49,7 @@ final class DelayFuture: Future<Void> {
         guard reserveCompletion() else { return }
         TimerQueue.shared.noteSettled()
         registration?.withLock { $0 }?.unregister()
-        storedValue = ()
+        storeValue(())
         publishCompletion(.succeeded)
     }
 }

@@ -16,18 +16,69 @@
 /// Awaiting a failed future rethrows its first error as it was thrown, not wrapped; a cancelled
 /// one throws ``OperationCancelledError`` carrying the token that cancelled it.
 public class Future<Value: Sendable>: AnyFuture {
-    /// The value of a succeeded future; written once, before the completion state is published.
-    @usableFromInline
-    final var storedValue: Value?
+    /// The value of a succeeded future, in place when it fits in two words (most values: numbers,
+    /// references, arrays, strings), else as a retained ``ValueBox``. Written once by the single
+    /// completer before the completion is published; destroyed by `deinit` if the future succeeded.
+    ///
+    /// Raw words rather than a `Value?`: code that is not specialized for `Value` — the `deinit`
+    /// above all, which runs for every future — would look up the metadata of `Optional<Value>` in
+    /// the runtime's cache on every access, a few hundred instructions each time. The storage is
+    /// reached only through its address, which for a final stored property is the field itself.
+    @usableFromInline @exclusivity(unchecked)
+    final var valueStorage: (UInt, UInt) = (0, 0)
+
+    /// Whether a `Value` fits in ``valueStorage`` itself.
+    @inlinable
+    static var storesValueInPlace: Bool {
+        MemoryLayout<Value>.size <= MemoryLayout<(UInt, UInt)>.size
+            && MemoryLayout<Value>.alignment <= MemoryLayout<(UInt, UInt)>.alignment
+    }
+
+    /// The address of ``valueStorage``.
+    @inlinable
+    final var valueAddress: UnsafeMutableRawPointer {
+        withUnsafeMutablePointer(to: &valueStorage) { UnsafeMutableRawPointer($0) }
+    }
+
+    /// Stores the value; called once, by the completer, before publishing.
+    @inlinable
+    final func storeValue(_ value: Value) {
+        if Self.storesValueInPlace {
+            valueAddress.initializeMemory(as: Value.self, to: value)
+        } else {
+            let box = Unmanaged.passRetained(ValueBox(value)).toOpaque()
+            valueAddress.storeBytes(of: box, as: UnsafeMutableRawPointer.self)
+        }
+    }
+
+    /// The stored value; only once the future has succeeded.
+    @inlinable
+    final var storedValue: Value {
+        if Self.storesValueInPlace {
+            return valueAddress.assumingMemoryBound(to: Value.self).pointee
+        }
+        let box = valueAddress.load(as: UnsafeMutableRawPointer.self)
+        return Unmanaged<ValueBox<Value>>.fromOpaque(box).takeUnretainedValue().value
+    }
+
+    deinit {
+        guard hasSucceeded else { return }
+        if Self.storesValueInPlace {
+            valueAddress.assumingMemoryBound(to: Value.self).deinitialize(count: 1)
+        } else {
+            Unmanaged<ValueBox<Value>>.fromOpaque(valueAddress.load(as: UnsafeMutableRawPointer.self)).release()
+        }
+    }
 
     @usableFromInline
     init(runsContinuationsAsynchronously: Bool) {
         super.init(runContinuationsAsynchronously: runsContinuationsAsynchronously)
     }
 
+    @usableFromInline
     init(completedWith value: Value) {
-        storedValue = value
         super.init(completedWith: .succeeded, failure: nil)
+        storeValue(value)
     }
 
     override init(completedWith status: FutureStatus, failure: Failure?) {
@@ -57,7 +108,7 @@ public class Future<Value: Sendable>: AnyFuture {
     /// ``FutureNotCompletedError`` if the future is still pending.
     @inlinable
     public final func getResult() throws -> Value {
-        if _fastPath(hasSucceeded) { return storedValue.unsafelyUnwrapped }
+        if _fastPath(hasSucceeded) { return storedValue }
         return try getResultSlowly()
     }
 
@@ -65,7 +116,7 @@ public class Future<Value: Sendable>: AnyFuture {
     final func getResultSlowly() throws -> Value {
         guard isCompleted else { throw FutureNotCompletedError() }
         try throwIfUnsuccessful()
-        return storedValue!
+        return storedValue
     }
 
     /// The outcome, once completed: the value, or the error awaiting would throw.
@@ -76,10 +127,12 @@ public class Future<Value: Sendable>: AnyFuture {
 
     // MARK: Completing
 
-    /// Succeeds the future unless it has completed already.
+    /// Succeeds the future unless it has completed already. Inlinable, so the value is stored by
+    /// code specialized for its type.
+    @inlinable
     final func trySucceed(_ value: Value, forceAsynchronous: Bool = false) -> Bool {
         guard reserveCompletion() else { return false }
-        storedValue = value
+        storeValue(value)
         publishCompletion(.succeeded, forceAsynchronous: forceAsynchronous)
         return true
     }
@@ -91,7 +144,7 @@ public class Future<Value: Sendable>: AnyFuture {
         guard reserveCompletion() else { return false }
         switch other.status {
         case .succeeded:
-            storedValue = other.storedValue
+            storeValue(other.storedValue)
             publishCompletion(.succeeded)
         case .failed:
             failure = Failure(errors: other.errors, token: .none)
@@ -113,3 +166,13 @@ extension Future where Value == Void {
 
 // Safe to share: the value is written once before the publishing exchange.
 extension Future: @unchecked Sendable {}
+
+/// A value too large to sit in a future's two words of storage.
+@usableFromInline
+final class ValueBox<Value> {
+    @usableFromInline
+    let value: Value
+
+    @inlinable
+    init(_ value: Value) { self.value = value }
+}

@@ -24,12 +24,13 @@ public struct Promise<Value: Sendable>: Sendable {
 
     /// Succeeds the future with `value`.
     /// - Throws: ``PromiseError/alreadyCompleted(_:)`` if the future has completed.
+    @inlinable
     public func succeed(_ value: Value) throws {
         guard trySucceed(value) else { throw PromiseError.alreadyCompleted(future.status) }
     }
 
     /// Succeeds the future with `value` unless it has completed; returns whether it did.
-    @discardableResult
+    @inlinable @discardableResult
     public func trySucceed(_ value: Value) -> Bool {
         future.trySucceed(value)
     }

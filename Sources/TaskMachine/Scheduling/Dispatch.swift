@@ -52,6 +52,7 @@ enum Continuations {
     }
 
     private static func drainDeferred(_ state: ThreadState) {
+        guard !state.deferred.isEmpty else { return }
         while state.deferredHead < state.deferred.count {
             let next = state.deferred[state.deferredHead]
             state.deferredHead += 1

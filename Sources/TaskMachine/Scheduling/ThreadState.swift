@@ -5,14 +5,16 @@ import Glibc
 /// keeps chains of inline continuations from growing the stack, the thread's parker, and its role.
 ///
 /// Reached through a C thread-local pointer (one load) and released by a pthread key destructor
-/// when the thread exits.
+/// when the thread exits. Only its own thread touches the fields below (the parker aside), so their
+/// exclusivity is checked statically only: a dynamic check would cost a thread-local access set on
+/// every continuation.
 final class ThreadState {
     /// The context continuations captured on this thread will return to.
-    var synchronizationContext: SynchronizationContext?
+    @exclusivity(unchecked) var synchronizationContext: SynchronizationContext?
     /// The single-threaded context whose loop runs on this thread, if any.
-    var ownedContext: SynchronizationContext?
+    @exclusivity(unchecked) var ownedContext: SynchronizationContext?
     /// The pool worker running on this thread, if any.
-    var worker: ThreadPool.Worker?
+    @exclusivity(unchecked) var worker: ThreadPool.Worker?
     /// Wakes this thread when it sleeps: in the pool, in a context's loop, or in a blocking wait.
     let parker = Parker()
     let name: String
@@ -20,12 +22,12 @@ final class ThreadState {
     let kernelID: Int64
 
     /// The state machine box whose `moveNext` runs innermost on this thread, if any.
-    var runningBox: ObjectIdentifier?
+    @exclusivity(unchecked) var runningBox: ObjectIdentifier?
     /// How many continuations are running inline, nested, on this stack.
-    var inlineDepth = 0
+    @exclusivity(unchecked) var inlineDepth = 0
     /// Continuations deferred by the trampoline; drained by the outermost inline run.
-    var deferred: [Job] = []
-    var deferredHead = 0
+    @exclusivity(unchecked) var deferred: [Job] = []
+    @exclusivity(unchecked) var deferredHead = 0
 
     init(name: String, role: RuntimeThread.Role) {
         self.name = name

@@ -84,24 +84,52 @@ extension AsyncStateMachine {
     }
 }
 
-/// The heap box of a suspended state machine: a future of the method's result, and the job that
-/// resumes the machine.
+/// What a state machine's box holds: `Machine?`, the machine until it has finished.
+///
+/// The box is generic over the slot's type rather than over the machine's, so that every
+/// operation on the optional — resuming through it, clearing it, destroying it with the box — uses
+/// the metadata the box's own type carries. Generic over the machine, the box's unspecialized code
+/// (its `deinit` and its job entry point, which the runtime reaches through the class's vtable)
+/// would look up `Optional<Machine>`'s metadata in the runtime's cache at every use.
 @usableFromInline
-final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future<Value> {
+protocol MachineSlot {
+    /// Runs the machine's next segment.
+    mutating func resume()
+    /// Drops the machine.
+    mutating func clear()
+    /// The machine's type, for diagnostics.
+    static var machineName: String { get }
+}
+
+extension Optional: MachineSlot where Wrapped: AsyncStateMachine {
+    @usableFromInline
+    mutating func resume() { self!.moveNext() }
+
+    @usableFromInline
+    mutating func clear() { self = nil }
+
+    @usableFromInline
+    static var machineName: String { "\(Wrapped.self)" }
+}
+
+/// The heap box of a suspended state machine: a future of the method's result, and the job that
+/// resumes the machine. `Slot` is `Machine?` (see ``MachineSlot``).
+@usableFromInline
+final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: Future<Value> {
     /// The machine; dropped once it has completed, as the frame of a finished call would be. A
     /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
     /// alive, and releasing a long chain at once would recurse through every deinit.
     ///
     /// Exclusivity is checked statically only: one resumption runs the machine at a time (the
     /// runtime's contract), and the dynamic check costs a thread-local access set per resumption.
-    @usableFromInline @exclusivity(unchecked) var machine: Machine?
-    /// Set once the machine is dropped; spares unspecialized code a look at the optional.
+    @usableFromInline @exclusivity(unchecked) var machine: Slot
+    /// Set once the machine is dropped.
     private var finished = false
     /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
     private let resumptions = Atomic<UInt32>(0)
 
     @inlinable
-    init(machine: Machine) {
+    init(machine: Slot) {
         self.machine = machine
         super.init(runsContinuationsAsynchronously: false)
     }
@@ -119,16 +147,16 @@ final class StateMachineBox<Machine: AsyncStateMachine, Value: Sendable>: Future
         let thread = ThreadState.current
         let outer = thread.runningBox
         thread.runningBox = ObjectIdentifier(self)
-        machine!.moveNext()
+        machine.resume()
         thread.runningBox = outer
         // Completed, and by this resumption (no later one started): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
             finished = true
-            machine = nil
+            machine.clear()
         }
     }
 
-    override var diagnosticName: String { "\(Machine.self)" }
+    override var diagnosticName: String { Slot.machineName }
 }
 
 /// How a builder refers to its box: the stack copy of the machine owns it, the boxed copy only
@@ -175,7 +203,7 @@ extension BoxingMethodBuilder {
     where Machine.Builder == Self {
         var builder = machine.builder
         if let existing = builder.box.future { return existing }
-        let box = StateMachineBox<Machine, Value>(machine: machine)
+        let box = StateMachineBox<Machine?, Value>(machine: machine)
         // Read-modify-write through the getter and setter: unspecialized code reaching `builder`
         // through a `modify` accessor may allocate the coroutine's frame.
         builder.box = .inside(Unmanaged.passUnretained(box))

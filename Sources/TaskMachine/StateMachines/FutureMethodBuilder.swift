@@ -26,6 +26,7 @@ public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     }
 
     /// Completes the method with `value`.
+    @inlinable
     public mutating func setResult(_ value: Value) {
         if let future = box.future {
             _ = future.trySucceed(value)
