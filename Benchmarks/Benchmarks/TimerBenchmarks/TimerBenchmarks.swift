@@ -21,6 +21,7 @@ let benchmarks: @Sendable () -> Void = {
     taskSleepDelays()
     nioScheduledDelays()
     dispatchDelays()
+    dueTogetherBenchmarks()
 }
 
 /// Delays pending at once in one iteration (a quick run, counting allocations only, makes 200).
@@ -174,6 +175,113 @@ func dispatchDelays() {
         benchmark.stopMeasurement()
     } setup: {
         prepare()
+    }
+}
+
+// MARK: 100,000 delays due at the same instant
+
+// Every iteration sets 100,000 delays (200 in a quick run) that all end at one deadline a second
+// away, each with a continuation that counts it, and waits until the last has run; the metric is
+// how late that last continuation ran after the deadline. All four read the same clock. Dispatch
+// and NIO take the remaining time as a relative delay, computed at each call.
+
+/// How late, after the shared deadline, the last of the delays ran its continuation.
+let lastFiredLate = BenchmarkMetric.custom(
+    "lastFiredLateMicroseconds", polarity: .prefersSmaller, useScalingFactor: false)
+
+/// Far enough for the slowest peer to set 100,000 delays before the first is due.
+let dueIn: Duration = isQuickRun ? .milliseconds(50) : .seconds(1)
+
+var dueTogetherConfiguration: Benchmark.Configuration {
+    configuration(.batch(delayCount, quick: 200), seconds: 10, maxIterations: 5, extraMetrics: [lastFiredLate])
+}
+
+/// Counts fired delays; the last to fire reads the clock and lets the benchmark go on.
+final class LastFired: Sendable {
+    let expected: Int
+    let deadline: ContinuousClock.Instant
+    private let fired = Atomic<Int>(0)
+    private let lateness = Atomic<Int>(0)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(expected: Int, deadline: ContinuousClock.Instant) {
+        self.expected = expected
+        self.deadline = deadline
+    }
+
+    func fire() {
+        guard fired.add(1, ordering: .acquiringAndReleasing).newValue == expected else { return }
+        let late = ContinuousClock.now - deadline
+        lateness.store(Int(late.totalMicroseconds), ordering: .releasing)
+        done.signal()
+    }
+
+    /// Waits for the last delay; returns how late it fired, in microseconds.
+    func waitForAll() -> Int {
+        done.wait()
+        return lateness.load(ordering: .acquiring)
+    }
+
+    /// Waits for the last delay without blocking a thread of Swift's cooperative pool (the tasks
+    /// being measured need both); returns how late it fired, in microseconds.
+    func waitForAllAsync() async -> Int {
+        while fired.load(ordering: .acquiring) < expected { try? await Task.sleep(for: .milliseconds(1)) }
+        done.wait()  // signalled already
+        return lateness.load(ordering: .acquiring)
+    }
+
+    /// What is left until the deadline, for the APIs that take a relative delay.
+    var remaining: Duration { max(.zero, deadline - .now) }
+}
+
+extension Duration {
+    var totalMicroseconds: Int64 {
+        components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
+    }
+}
+
+func dueTogetherBenchmarks() {
+    let name = "100,000 delays due together"
+    Benchmark("\(name): TaskMachine, Future.delay + continuation", configuration: dueTogetherConfiguration) {
+        benchmark in
+        let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        for _ in 0..<benchmark.operations {
+            Future.delay(fired.remaining).getAwaiter().onCompleted { fired.fire() }
+        }
+        benchmark.measurement(lastFiredLate, fired.waitForAll())
+    }
+
+    Benchmark("\(name): peer, Task { Task.sleep(until:) }", configuration: dueTogetherConfiguration) {
+        benchmark async in
+        let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        for _ in 0..<benchmark.operations {
+            Task {
+                try? await Task.sleep(until: fired.deadline, clock: .continuous)
+                fired.fire()
+            }
+        }
+        benchmark.measurement(lastFiredLate, await fired.waitForAllAsync())
+    }
+
+    Benchmark("\(name): peer, NIO scheduleTask on one loop", configuration: dueTogetherConfiguration) {
+        benchmark in
+        let loop = oneLoop.next()
+        let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        for _ in 0..<benchmark.operations {
+            let nanoseconds = fired.remaining.totalMicroseconds * 1_000
+            loop.scheduleTask(in: .nanoseconds(nanoseconds)) { fired.fire() }
+        }
+        benchmark.measurement(lastFiredLate, fired.waitForAll())
+    }
+
+    Benchmark("\(name): peer, DispatchQueue.global().asyncAfter", configuration: dueTogetherConfiguration) {
+        benchmark in
+        let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        for _ in 0..<benchmark.operations {
+            let nanoseconds = Int(fired.remaining.totalMicroseconds * 1_000)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { fired.fire() }
+        }
+        benchmark.measurement(lastFiredLate, fired.waitForAll())
     }
 }
 

@@ -39,7 +39,6 @@ final class DelayFuture: Future<Void> {
     private func cancel(token: CancellationToken) {
         // Marked cancelled before cancel() returns; continuations are queued.
         guard tryCancel(token: token, forceAsynchronous: true) else { return }
-        TimerQueue.shared.noteSettled()
         TimerQueue.shared.remove(TimerNode(self))
     }
 
@@ -47,7 +46,6 @@ final class DelayFuture: Future<Void> {
     /// timer thread.
     override func runAsJob() {
         guard reserveCompletion() else { return }
-        TimerQueue.shared.noteSettled()
         registration?.withLock { $0 }?.unregister()
         storeValue(())
         publishCompletion(.succeeded)

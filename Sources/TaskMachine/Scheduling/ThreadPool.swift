@@ -112,7 +112,14 @@ final class ThreadPool {
             }
             return
         }
-        inject([job])
+        inject(CollectionOfOne(job))
+    }
+
+    /// Queues many jobs from outside the pool, as the timer thread does with the timers that expire
+    /// on one tick: one lock per batch, and one wake-up.
+    func enqueue(contentsOf jobs: [Job]) {
+        guard !jobs.isEmpty else { return }
+        inject(jobs)
     }
 
     /// Pushes onto `worker`'s queue (its owner calls), sending overflow to the global queue.
@@ -121,7 +128,7 @@ final class ThreadPool {
     }
 
     /// Queues jobs on the global queue and wakes a worker.
-    private func inject(_ jobs: [Job]) {
+    private func inject(_ jobs: some Collection<Job>) {
         if !started.load(ordering: .acquiring) { startIfNeeded() }
         global.withLock { queue in
             for job in jobs { queue.push(job) }

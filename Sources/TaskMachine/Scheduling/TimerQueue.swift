@@ -33,7 +33,6 @@ class TimerEntry: WorkItem {
 
     override final func run() {
         guard claim() else { return }
-        queue.noteSettled()
         fire()
     }
 
@@ -43,7 +42,6 @@ class TimerEntry: WorkItem {
     @discardableResult
     final func cancel() -> Bool {
         guard claim() else { return false }
-        queue.noteSettled()
         queue.remove(TimerNode(self))
         return true
     }
@@ -90,11 +88,12 @@ struct TimerQueueState {
         return .wake
     }
 
-    /// The timer thread's turn: expires what is due by `now`, and says until when to sleep.
-    mutating func expire(now: UInt64) -> (expired: TimerNode, sleepUntil: UInt64) {
-        let expired = wheel.advance(to: now)
+    /// The timer thread's turn: hands what is due by `now` to `expire`, and says until when to
+    /// sleep.
+    mutating func expire(now: UInt64, _ expire: (TimerNode) -> Void) -> UInt64 {
+        wheel.advance(to: now, expire)
         sleepingUntil = wheel.nextDeadline ?? .max
-        return (expired, sleepingUntil)
+        return sleepingUntil
     }
 }
 
@@ -118,9 +117,10 @@ final class TimerQueue {
     /// One tick of the wheel: 1 ms.
     static let nanosecondsPerTick: Int64 = 1_000_000
 
+    /// Expired timers handed to the pool under one lock of its queue.
+    static let handOverBatch = 256
+
     private let state = Locked(TimerQueueState())
-    /// Timers inserted and neither fired nor cancelled.
-    private let pending = Atomic<Int>(0)
     private let parker = Parker()
     /// The monotonic time of tick 0.
     private let origin: Int64
@@ -143,7 +143,6 @@ final class TimerQueue {
     }
 
     private func insert(_ node: TimerNode, deadline: Int64) {
-        pending.add(1, ordering: .relaxed)
         let tick = tick(atOrAfter: deadline)
         // The wheel's reference. Taken before the lock and released, if unused, after it.
         node.retain()
@@ -169,13 +168,8 @@ final class TimerQueue {
         }
     }
 
-    /// Counts a timer that fired or was cancelled.
-    func noteSettled() {
-        pending.subtract(1, ordering: .relaxed)
-    }
-
-    /// Timers waiting for their deadline.
-    var pendingCount: Int { max(0, pending.load(ordering: .relaxed)) }
+    /// Timers waiting in the wheel for their deadline: neither handed to the pool nor cancelled.
+    var pendingCount: Int { state.withLock { $0.wheel.count } }
 
     /// Whether the timer thread has been started.
     var threadCount: Int { state.withLock { $0.threadStarted && !$0.stopping ? 1 : 0 } }
@@ -206,24 +200,29 @@ final class TimerQueue {
     // MARK: The timer thread
 
     private func run() {
+        // Expired timers go to the pool in batches of a few hundred while the wheel is still being
+        // walked, so workers start on the first ones at once; the array keeps its capacity.
+        var expiredJobs: [Job] = []
         while true {
             let now = Clock.now
-            let turn = state.withLock { state -> (expired: TimerNode, sleepUntil: UInt64)? in
-                state.stopping ? nil : state.expire(now: tick(ofNow: now))
+            let sleepUntil = state.withLock { state -> UInt64? in
+                guard !state.stopping else { return nil }
+                return state.expire(now: tick(ofNow: now)) { node in
+                    // The pool may run and free the timer at once; the wheel is done with it.
+                    expiredJobs.append(node.takeJob())
+                    if expiredJobs.count == TimerQueue.handOverBatch {
+                        ThreadPool.shared.enqueue(contentsOf: expiredJobs)
+                        expiredJobs.removeAll(keepingCapacity: true)
+                    }
+                }
             }
-            guard let turn else { return }
-            // Read `next` before handing a timer over: the pool may free it at once. No other
-            // thread touches the links of a timer that has left the wheel.
-            var node = turn.expired
-            while node != .none {
-                let next = node.next
-                ThreadPool.shared.enqueue(node.takeJob())
-                node = next
-            }
-            if turn.sleepUntil == .max {
+            guard let sleepUntil else { return }
+            ThreadPool.shared.enqueue(contentsOf: expiredJobs)
+            expiredJobs.removeAll(keepingCapacity: true)
+            if sleepUntil == .max {
                 parker.park()
             } else {
-                parker.park(timeoutNanoseconds: nanoseconds(untilTick: turn.sleepUntil))
+                parker.park(timeoutNanoseconds: nanoseconds(untilTick: sleepUntil))
             }
         }
     }

@@ -65,6 +65,17 @@ struct TimingWheel {
     mutating func advance(to now: UInt64) -> TimerNode {
         var first = TimerNode.none
         var last = TimerNode.none
+        advance(to: now) { node in
+            if last == .none { first = node } else { last.next = node }
+            last = node
+        }
+        return first
+    }
+
+    /// Moves time forward to `now` and hands each timer due by then to `expire`, in deadline order,
+    /// unlinked (its place `nowhere`, its `next` empty). `expire` may let the timer go: the wheel
+    /// does not touch it after the call.
+    mutating func advance(to now: UInt64, _ expire: (TimerNode) -> Void) {
         while let expiration = nextExpiration(), expiration.deadline <= now {
             elapsed = expiration.deadline
             // Take the whole list first: a far timer may go straight back to the far list.
@@ -79,9 +90,8 @@ struct TimingWheel {
                 if node.tick <= elapsed {
                     node.place = TimingWheel.nowhere
                     node.next = .none
-                    if last == .none { first = node } else { last.next = node }
-                    last = node
                     count -= 1
+                    expire(node)
                 } else {
                     link(node, at: place(for: node.tick))
                 }
@@ -89,7 +99,6 @@ struct TimingWheel {
             }
         }
         if now > elapsed { elapsed = now }
-        return first
     }
 
     // MARK: Slots
