@@ -84,6 +84,48 @@ struct CachedLookup: AsyncStateMachine {
         #expect(source.version == 3)
     }
 
+    @Test func aSourceCoreKeepsEachOutcomeUntilResetAndReleasesIt() async throws {
+        final class Tracked: Sendable {}
+        /// Too large for the source's two words: kept in a box of its own.
+        struct Large: Sendable {
+            let object: Tracked
+            let padding: (Int, Int, Int)
+        }
+        weak var small: Tracked?
+        weak var large: Tracked?
+        let objects = ValueFutureSourceCore<Tracked>()
+        let records = ValueFutureSourceCore<Large>()
+        do {
+            let first = Tracked()
+            let second = Tracked()
+            small = first
+            large = second
+            let pendingObject = objects.makeValueFuture()
+            let pendingRecord = records.makeValueFuture()
+            try objects.succeed(first)
+            try records.succeed(Large(object: second, padding: (1, 2, 3)))
+            #expect(try await pendingObject.get() === first)
+            #expect(try await pendingRecord.get().padding.2 == 3)
+        }
+        #expect(small != nil && large != nil)  // the sources keep the outcome until reset
+        objects.reset()
+        records.reset()
+        #expect(small == nil && large == nil)
+
+        // A failure after a success, on the same source: each version has its own outcome.
+        let failing = objects.makeValueFuture()
+        try objects.fail(TestError(code: 4))
+        do {
+            _ = try await failing.get()
+            Issue.record("a failed operation returned a value")
+        } catch {
+            #expect(error as? TestError == TestError(code: 4))
+        }
+        #expect(try objects.status(token: objects.version) == .failed)
+        objects.reset()
+        #expect(try objects.status(token: objects.version) == .pending)
+    }
+
     @Test func aStaleTokenIsAClearError() throws {
         let source = ValueFutureSourceCore<Int>()
         let stale = source.makeValueFuture().getAwaiter()

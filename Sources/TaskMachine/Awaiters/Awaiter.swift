@@ -88,6 +88,7 @@ extension AnyFuture {
     ///
     /// The context is captured now, at registration: `SynchronizationContext.current` of the
     /// registering thread, unless `continueOnCapturedContext` is `false`.
+    @usableFromInline
     final func registerAwait(of box: AnyFuture, continueOnCapturedContext: Bool) {
         let context = continueOnCapturedContext ? SynchronizationContext.current : nil
         box.resumeContext = context

@@ -28,7 +28,7 @@ public class AnyFuture {
     /// Errors or the cancelling token; written once by the completer before the slot is published.
     @exclusivity(unchecked) final var failure: Failure?
     /// For a state machine's box: the context its pending continuation must run on.
-    @exclusivity(unchecked) final var resumeContext: SynchronizationContext?
+    @usableFromInline @exclusivity(unchecked) final var resumeContext: SynchronizationContext?
     /// 0 while pending, 1 while one completer writes the outcome, then a `FutureStatus` raw value,
     /// stored (releasing) after the outcome and before the slot's publishing exchange.
     @usableFromInline
@@ -227,6 +227,7 @@ public class AnyFuture {
 
     /// Adds `job` as a continuation, or queues it at once if the future has completed. A job is
     /// never run inside the call that registers it.
+    @usableFromInline
     final func onCompletion(_ job: Job) {
         if !addContinuation(job) {
             Continuations.dispatch(job, mayRunInline: false)

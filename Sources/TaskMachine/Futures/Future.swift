@@ -27,13 +27,6 @@ public class Future<Value: Sendable>: AnyFuture {
     @usableFromInline @exclusivity(unchecked)
     final var valueStorage: (UInt, UInt) = (0, 0)
 
-    /// Whether a `Value` fits in ``valueStorage`` itself.
-    @inlinable
-    static var storesValueInPlace: Bool {
-        MemoryLayout<Value>.size <= MemoryLayout<(UInt, UInt)>.size
-            && MemoryLayout<Value>.alignment <= MemoryLayout<(UInt, UInt)>.alignment
-    }
-
     /// The address of ``valueStorage``.
     @inlinable
     final var valueAddress: UnsafeMutableRawPointer {
@@ -43,31 +36,17 @@ public class Future<Value: Sendable>: AnyFuture {
     /// Stores the value; called once, by the completer, before publishing.
     @inlinable
     final func storeValue(_ value: Value) {
-        if Self.storesValueInPlace {
-            valueAddress.initializeMemory(as: Value.self, to: value)
-        } else {
-            let box = Unmanaged.passRetained(ValueBox(value)).toOpaque()
-            valueAddress.storeBytes(of: box, as: UnsafeMutableRawPointer.self)
-        }
+        InlineValue.store(value, at: valueAddress)
     }
 
     /// The stored value; only once the future has succeeded.
     @inlinable
     final var storedValue: Value {
-        if Self.storesValueInPlace {
-            return valueAddress.assumingMemoryBound(to: Value.self).pointee
-        }
-        let box = valueAddress.load(as: UnsafeMutableRawPointer.self)
-        return Unmanaged<ValueBox<Value>>.fromOpaque(box).takeUnretainedValue().value
+        InlineValue.load(Value.self, at: valueAddress)
     }
 
     deinit {
-        guard hasSucceeded else { return }
-        if Self.storesValueInPlace {
-            valueAddress.assumingMemoryBound(to: Value.self).deinitialize(count: 1)
-        } else {
-            Unmanaged<ValueBox<Value>>.fromOpaque(valueAddress.load(as: UnsafeMutableRawPointer.self)).release()
-        }
+        if hasSucceeded { InlineValue.destroy(Value.self, at: valueAddress) }
     }
 
     @usableFromInline
@@ -167,7 +146,52 @@ extension Future where Value == Void {
 // Safe to share: the value is written once before the publishing exchange.
 extension Future: @unchecked Sendable {}
 
-/// A value too large to sit in a future's two words of storage.
+/// A value kept in two words of raw storage inside an object (a future, a value-future source):
+/// in place when it fits, else in a ``ValueBox`` whose retained pointer the first word holds.
+/// Generic functions rather than a generic type, so that unspecialized callers use only the
+/// metadata of `Value` they were given.
+@usableFromInline
+enum InlineValue {
+    /// Whether a `Value` fits in the two words itself.
+    @inlinable
+    static func fitsInPlace<Value>(_: Value.Type) -> Bool {
+        MemoryLayout<Value>.size <= MemoryLayout<(UInt, UInt)>.size
+            && MemoryLayout<Value>.alignment <= MemoryLayout<(UInt, UInt)>.alignment
+    }
+
+    /// Initializes the storage at `address` with `value`.
+    @inlinable
+    static func store<Value>(_ value: Value, at address: UnsafeMutableRawPointer) {
+        if fitsInPlace(Value.self) {
+            address.initializeMemory(as: Value.self, to: value)
+        } else {
+            let box = Unmanaged.passRetained(ValueBox(value)).toOpaque()
+            address.storeBytes(of: box, as: UnsafeMutableRawPointer.self)
+        }
+    }
+
+    /// A copy of the value stored at `address`.
+    @inlinable
+    static func load<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) -> Value {
+        if fitsInPlace(Value.self) {
+            return address.assumingMemoryBound(to: Value.self).pointee
+        }
+        let box = address.load(as: UnsafeMutableRawPointer.self)
+        return Unmanaged<ValueBox<Value>>.fromOpaque(box).takeUnretainedValue().value
+    }
+
+    /// Destroys the value stored at `address`, leaving raw storage.
+    @inlinable
+    static func destroy<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) {
+        if fitsInPlace(Value.self) {
+            address.assumingMemoryBound(to: Value.self).deinitialize(count: 1)
+        } else {
+            Unmanaged<ValueBox<Value>>.fromOpaque(address.load(as: UnsafeMutableRawPointer.self)).release()
+        }
+    }
+}
+
+/// A value too large for ``InlineValue``'s two words.
 @usableFromInline
 final class ValueBox<Value> {
     @usableFromInline

@@ -34,17 +34,20 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
     }
 
     /// A value future backed by `future`.
+    @inlinable
     public init(future: Future<Value>) {
         storage = .future(future)
     }
 
     /// A value future backed by `source`, valid while the source's version is `token`.
+    @inlinable
     public init(source: any ValueFutureSource<Value>, token: UInt16) {
         storage = .source(source, token)
     }
 
     /// Whether the result is ready. For a source whose version moved on, `true`: awaiting then
     /// throws ``ValueFutureSourceError/staleToken(expected:found:)`` at once.
+    @inlinable
     public var isCompleted: Bool {
         switch storage {
         case .value: true
@@ -91,6 +94,7 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
 
 extension ValueFuture: Awaitable {
     /// The awaiter for the one await this value future allows.
+    @inlinable
     public consuming func getAwaiter() -> ValueFutureAwaiter<Value> {
         ValueFutureAwaiter(storage: storage, continueOnCapturedContext: true)
     }
@@ -117,13 +121,16 @@ public struct ConfiguredValueFuture<Value: Sendable>: ~Copyable, Awaitable {
 public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter {
     @usableFromInline
     let storage: ValueFuture<Value>.Storage
+    @usableFromInline
     let continueOnCapturedContext: Bool
 
+    @inlinable
     init(storage: ValueFuture<Value>.Storage, continueOnCapturedContext: Bool) {
         self.storage = storage
         self.continueOnCapturedContext = continueOnCapturedContext
     }
 
+    @inlinable
     public var isCompleted: Bool {
         switch storage {
         case .value: true
@@ -137,6 +144,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         try register(job: .item(ClosureWorkItem(context: context, continuation)))
     }
 
+    @inlinable
     public func getResult() throws -> Value {
         switch storage {
         case .value(let value): value
@@ -145,7 +153,9 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         }
     }
 
-    @usableFromInline
+    // Inlinable, so that a state machine's builder registers through code specialized for
+    // `Value`: unspecialized, each switch over the storage looks up its metadata at run time.
+    @inlinable
     func register(box: AnyFuture) throws {
         switch storage {
         case .value:
@@ -158,12 +168,13 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         }
     }
 
-    @usableFromInline
+    @inlinable
     func register(item: WorkItem) throws {
         try register(job: .item(item))
     }
 
-    private func register(job: Job) throws {
+    @inlinable
+    func register(job: Job) throws {
         switch storage {
         case .value:
             Continuations.dispatch(job, mayRunInline: false)

@@ -29,8 +29,10 @@ public protocol ValueFutureSource<Value>: AnyObject, Sendable {
 /// A continuation handed to a ``ValueFutureSource``: call ``resume()`` once, when the operation
 /// completes. It already knows where it must run (its captured context, or anywhere).
 public struct AwaitContinuation: Sendable {
+    @usableFromInline
     let job: Job
 
+    @usableFromInline
     init(job: Job) {
         self.job = job
     }

@@ -15,23 +15,41 @@ import Synchronization
 /// source.reset()                   // the next operation; the old token is now stale
 /// ```
 public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
-    private struct State {
-        var version: UInt16 = 0
-        var result: Result<Value, any Error>?
-        var continuation: AwaitContinuation?
-    }
+    // Lock-free, as a future is: the continuation slot moves empty → one continuation → completed
+    // (or straight to completed) within an operation, and `reset()` empties it for the next. The
+    // value sits in two raw words like a future's, so code reached through the protocol, which is
+    // not specialized for `Value`, never looks up the metadata of a type built on it.
 
-    private let state = Locked(State())
+    /// `SlotWord.empty`, `SlotWord.completed`, or the retained job of the one continuation.
+    private let slot = Atomic<UInt>(SlotWord.empty)
+    /// 0 pending, 1 while the completer writes the outcome, then `succeeded` or `failed`.
+    private let outcome = Atomic<UInt8>(0)
+    private let currentVersion = Atomic<UInt16>(0)
+    /// The error of a failed operation; written by the completer before the slot is published.
+    @exclusivity(unchecked) private var error: (any Error)?
+    /// The value of a succeeded operation (see ``InlineValue``).
+    @exclusivity(unchecked) private var valueStorage: (UInt, UInt) = (0, 0)
     /// Continuations are queued, never run by the thread that completes the operation.
     public let runsContinuationsAsynchronously: Bool
+
+    private static var succeeded: UInt8 { 2 }
+    private static var failed: UInt8 { 3 }
 
     /// Creates a source at version 0 with a pending operation.
     public init(runContinuationsAsynchronously: Bool = false) {
         self.runsContinuationsAsynchronously = runContinuationsAsynchronously
     }
 
+    deinit {
+        clearOutcome()
+    }
+
+    private var valueAddress: UnsafeMutableRawPointer {
+        withUnsafeMutablePointer(to: &valueStorage) { UnsafeMutableRawPointer($0) }
+    }
+
     /// The version of the current operation: the token its value futures carry.
-    public var version: UInt16 { state.withLock { $0.version } }
+    public var version: UInt16 { currentVersion.load(ordering: .acquiring) }
 
     /// A value future for the current operation.
     public func makeValueFuture() -> ValueFuture<Value> {
@@ -39,72 +57,92 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     }
 
     /// Moves to the next operation: a new version, no result, no continuation. Value futures of
-    /// earlier versions become stale.
+    /// earlier versions become stale. Call it once the current operation's result has been read.
     public func reset() {
-        state.withLock { state in
-            state.version &+= 1
-            state.result = nil
-            state.continuation = nil
+        // The version first: from here a value future of the old operation gets a stale-token
+        // error rather than a glimpse of the outcome being cleared.
+        _ = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        clearOutcome()
+        outcome.store(0, ordering: .relaxed)
+        // An exchange, not a store: it publishes the cleared outcome to the next operation's users.
+        _ = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
+    }
+
+    /// Drops the current operation's value, error and unrun continuation.
+    private func clearOutcome() {
+        if outcome.load(ordering: .acquiring) == Self.succeeded {
+            InlineValue.destroy(Value.self, at: valueAddress)
+        }
+        error = nil
+        let word = slot.load(ordering: .acquiring)
+        if SlotWord.isJob(word) {
+            Job.releaseWord(word)
+            slot.store(SlotWord.empty, ordering: .relaxed)
         }
     }
 
     /// Completes the current operation with `value`.
     /// - Throws: ``ValueFutureSourceError/alreadyCompleted`` if it has completed.
     public func succeed(_ value: Value) throws {
-        try complete(.success(value))
+        try reserve()
+        InlineValue.store(value, at: valueAddress)
+        publish(Self.succeeded)
     }
 
     /// Completes the current operation with `error`.
     /// - Throws: ``ValueFutureSourceError/alreadyCompleted`` if it has completed.
     public func fail(_ error: any Error) throws {
-        try complete(.failure(error))
+        try reserve()
+        self.error = error
+        publish(Self.failed)
     }
 
-    private func complete(_ result: Result<Value, any Error>) throws {
-        let continuation = try state.withLock { state -> AwaitContinuation? in
-            guard state.result == nil else { throw ValueFutureSourceError.alreadyCompleted }
-            state.result = result
-            defer { state.continuation = nil }
-            return state.continuation
+    private func reserve() throws {
+        guard outcome.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged else {
+            throw ValueFutureSourceError.alreadyCompleted
         }
-        guard let continuation else { return }
-        if runsContinuationsAsynchronously { continuation.resumeAsynchronously() } else { continuation.resume() }
+    }
+
+    private func publish(_ result: UInt8) {
+        outcome.store(result, ordering: .releasing)
+        let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
+        guard SlotWord.isJob(taken) else { return }
+        Continuations.dispatch(Job(takingRetainedWord: taken), mayRunInline: !runsContinuationsAsynchronously)
     }
 
     public func status(token: UInt16) throws -> FutureStatus {
-        try state.withLock { state in
-            try check(token, state)
-            switch state.result {
-            case nil: return .pending
-            case .success: return .succeeded
-            case .failure(let error): return error is OperationCancelledError ? .cancelled : .failed
-            }
-        }
+        try check(token)
+        guard slot.load(ordering: .acquiring) == SlotWord.completed else { return .pending }
+        if outcome.load(ordering: .acquiring) == Self.succeeded { return .succeeded }
+        return error is OperationCancelledError ? .cancelled : .failed
     }
 
     public func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
-        let runNow = try state.withLock { state -> Bool in
-            try check(token, state)
-            if state.result != nil { return true }
-            guard state.continuation == nil else { throw ValueFutureSourceError.continuationAlreadyRegistered }
-            state.continuation = continuation
-            return false
-        }
-        if runNow { continuation.resumeAsynchronously() }
+        try check(token)
+        let word = continuation.job.retainedWord()
+        let (exchanged, found) = slot.compareExchange(
+            expected: SlotWord.empty, desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return }
+        Job.releaseWord(word)
+        guard found == SlotWord.completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
+        continuation.resumeAsynchronously()
     }
 
     public func getResult(token: UInt16) throws -> Value {
-        let result = try state.withLock { state -> Result<Value, any Error> in
-            try check(token, state)
-            guard let result = state.result else { throw ValueFutureSourceError.notCompleted }
-            return result
-        }
-        return try result.get()
+        try check(token)
+        guard slot.load(ordering: .acquiring) == SlotWord.completed else { throw ValueFutureSourceError.notCompleted }
+        if outcome.load(ordering: .acquiring) == Self.succeeded { return InlineValue.load(Value.self, at: valueAddress) }
+        throw error ?? ValueFutureSourceError.notCompleted
     }
 
-    private func check(_ token: UInt16, _ state: State) throws {
-        guard token == state.version else {
-            throw ValueFutureSourceError.staleToken(expected: state.version, found: token)
+    private func check(_ token: UInt16) throws {
+        let current = currentVersion.load(ordering: .acquiring)
+        guard token == current else {
+            throw ValueFutureSourceError.staleToken(expected: current, found: token)
         }
     }
 }
+
+// Safe to share: the outcome is written once per operation before the slot's publishing exchange
+// and read after an acquiring load sees it; `reset()` belongs to the one owner of the operation.
+extension ValueFutureSourceCore: @unchecked Sendable {}
