@@ -131,8 +131,10 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     public func getResult(token: UInt16) throws -> Value {
         try check(token)
         guard slot.load(ordering: .acquiring) == SlotWord.completed else { throw ValueFutureSourceError.notCompleted }
-        if outcome.load(ordering: .acquiring) == Self.succeeded { return InlineValue.load(Value.self, at: valueAddress) }
-        throw error ?? ValueFutureSourceError.notCompleted
+        guard outcome.load(ordering: .acquiring) == Self.succeeded else {
+            throw error ?? ValueFutureSourceError.notCompleted
+        }
+        return InlineValue.load(Value.self, at: valueAddress)
     }
 
     private func check(_ token: UInt16) throws {
