@@ -199,6 +199,30 @@ public class AnyFuture {
         return tryFail([error])
     }
 
+    /// Makes a completed future pending again, for a pooled state machine box that nobody else
+    /// refers to any more: no continuation may be waiting, and no reader may still look at it.
+    func resetForReuse() {
+        precondition(slot.load(ordering: .acquiring) == SlotWord.completed, "only a completed future is reused")
+        failure = nil
+        resumeContext = nil
+        observed.store(false, ordering: .relaxed)
+        completionState.store(0, ordering: .relaxed)
+        // An exchange: it publishes the cleared fields to the thread that takes the box next.
+        _ = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
+    }
+
+    /// Adds `job` as the one continuation of a future used as a value-future source. Returns
+    /// `false` if the future has completed; throws if a continuation is registered already.
+    final func addSingleContinuation(_ job: Job) throws -> Bool {
+        let word = job.retainedWord()
+        let (exchanged, found) = slot.compareExchange(
+            expected: SlotWord.empty, desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return true }
+        Job.releaseWord(word)
+        guard found == SlotWord.completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
+        return false
+    }
+
     // MARK: Continuations
 
     /// Adds `job` to run when the future completes. Returns `false`, without keeping the job, when

@@ -49,6 +49,11 @@ public class Future<Value: Sendable>: AnyFuture {
         if hasSucceeded { InlineValue.destroy(Value.self, at: valueAddress) }
     }
 
+    override func resetForReuse() {
+        if hasSucceeded { InlineValue.destroy(Value.self, at: valueAddress) }
+        super.resetForReuse()
+    }
+
     @usableFromInline
     init(runsContinuationsAsynchronously: Bool) {
         super.init(runContinuationsAsynchronously: runsContinuationsAsynchronously)

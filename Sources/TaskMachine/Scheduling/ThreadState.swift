@@ -28,6 +28,8 @@ final class ThreadState {
     /// Continuations deferred by the trampoline; drained by the outermost inline run.
     @exclusivity(unchecked) var deferred: [Job] = []
     @exclusivity(unchecked) var deferredHead = 0
+    /// Pooled state machine boxes waiting for their next call on this thread.
+    @exclusivity(unchecked) var boxCache = BoxCache()
 
     init(name: String, role: RuntimeThread.Role) {
         self.name = name

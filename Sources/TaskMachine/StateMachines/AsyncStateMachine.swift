@@ -115,7 +115,7 @@ extension Optional: MachineSlot where Wrapped: AsyncStateMachine {
 /// The heap box of a suspended state machine: a future of the method's result, and the job that
 /// resumes the machine. `Slot` is `Machine?` (see ``MachineSlot``).
 @usableFromInline
-final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: Future<Value> {
+final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: MachineBox<Value> {
     /// The machine; dropped once it has completed, as the frame of a finished call would be. A
     /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
     /// alive, and releasing a long chain at once would recurse through every deinit.
@@ -123,15 +123,11 @@ final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: Future<Value> {
     /// Exclusivity is checked statically only: one resumption runs the machine at a time (the
     /// runtime's contract), and the dynamic check costs a thread-local access set per resumption.
     @usableFromInline @exclusivity(unchecked) var machine: Slot
-    /// Set once the machine is dropped.
-    private var finished = false
-    /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
-    private let resumptions = Atomic<UInt32>(0)
 
     @inlinable
-    init(machine: Slot) {
+    init(machine: Slot, pooled: Bool) {
         self.machine = machine
-        super.init(runsContinuationsAsynchronously: false)
+        super.init(pooled: pooled)
     }
 
     override func runAsJob() {
@@ -153,6 +149,7 @@ final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: Future<Value> {
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
             finished = true
             machine.clear()
+            if isPooled { release(.method) }
         }
     }
 
@@ -194,16 +191,28 @@ enum BoxReference<Value: Sendable> {
 protocol BoxingMethodBuilder: AsyncMethodBuilder {
     associatedtype Value: Sendable
     var box: BoxReference<Value> { get set }
+    /// Whether the builder's boxes go back to a per-thread cache once used, rather than being freed.
+    static var poolsBoxes: Bool { get }
 }
 
 extension BoxingMethodBuilder {
+    @inlinable
+    static var poolsBoxes: Bool { false }
+
     /// The machine's box, created and filled with a copy of the machine on the first suspension.
     @inlinable
     static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Future<Value>
     where Machine.Builder == Self {
         var builder = machine.builder
         if let existing = builder.box.future { return existing }
-        let box = StateMachineBox<Machine?, Value>(machine: machine)
+        typealias Box = StateMachineBox<Machine?, Value>
+        let box: Box
+        if Self.poolsBoxes, let recycled = BoxCache.take(ObjectIdentifier(Box.self)) {
+            box = unsafeDowncast(recycled, to: Box.self)
+            box.machine = machine
+        } else {
+            box = Box(machine: machine, pooled: Self.poolsBoxes)
+        }
         // Read-modify-write through the getter and setter: unspecialized code reaching `builder`
         // through a `modify` accessor may allocate the coroutine's frame.
         builder.box = .inside(Unmanaged.passUnretained(box))

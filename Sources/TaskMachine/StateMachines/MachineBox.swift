@@ -1,0 +1,126 @@
+import Synchronization
+
+/// What every state machine's box has beside its machine: the resumption bookkeeping and, for a
+/// pooled box, its reuse.
+///
+/// A pooled box (``PoolingValueFutureMethodBuilder``) hands out its result as a value future on
+/// itself, a ``ValueFutureSource`` whose token is the box's use count. Two parties hold it: the
+/// method, until its last resumption has returned, and the reader of its result, until it has read
+/// it. When both have let go, the box is reset and put in the cache of the thread that let go last,
+/// where the next call of the same method on that thread finds it. A value future kept past its
+/// one read names an older use and gets a stale-token error, as with any pooled source.
+@usableFromInline
+class MachineBox<Value: Sendable>: Future<Value> {
+    /// Set once the machine is dropped.
+    final var finished = false
+    /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
+    final let resumptions = Atomic<UInt32>(0)
+    /// Pooled boxes only: the use the current value future belongs to.
+    private let use = Atomic<UInt16>(0)
+    /// Pooled boxes only: which of the two parties still hold the box (``Holder``'s bits).
+    private let holders = Atomic<UInt8>(0)
+    /// Whether the box goes back to its thread's cache after use.
+    @usableFromInline
+    final let isPooled: Bool
+
+    /// The two parties of a pooled box.
+    enum Holder: UInt8 {
+        /// The method: lets go when its final resumption returns.
+        case method = 1
+        /// The reader: lets go when it has read the result.
+        case reader = 2
+    }
+
+    @usableFromInline
+    init(pooled: Bool) {
+        isPooled = pooled
+        super.init(runsContinuationsAsynchronously: false)
+        if pooled { holders.store(Holder.method.rawValue | Holder.reader.rawValue, ordering: .relaxed) }
+    }
+
+    /// Lets go of the box for `holder`, once; the last to let go recycles it.
+    final func release(_ holder: Holder) {
+        let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
+        guard before & holder.rawValue != 0, before == holder.rawValue else { return }
+        recycle()
+    }
+
+    /// Resets the box for its next use and offers it to this thread's cache; a full cache lets it go.
+    private func recycle() {
+        resetForReuse()
+        finished = false
+        resumptions.store(0, ordering: .relaxed)
+        holders.store(Holder.method.rawValue | Holder.reader.rawValue, ordering: .relaxed)
+        _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
+    }
+
+    /// The token of the current use.
+    @usableFromInline
+    final var token: UInt16 { use.load(ordering: .acquiring) }
+
+    private func check(_ token: UInt16) throws {
+        let current = use.load(ordering: .acquiring)
+        guard token == current else { throw ValueFutureSourceError.staleToken(expected: current, found: token) }
+    }
+}
+
+extension MachineBox: ValueFutureSource {
+    @usableFromInline
+    func status(token: UInt16) throws -> FutureStatus {
+        try check(token)
+        return status
+    }
+
+    @usableFromInline
+    func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
+        try check(token)
+        if try !addSingleContinuation(continuation.job) { continuation.resumeAsynchronously() }
+    }
+
+    @usableFromInline
+    func getResult(token: UInt16) throws -> Value {
+        try check(token)
+        guard isCompleted else { throw ValueFutureSourceError.notCompleted }
+        defer { release(.reader) }
+        return try getResult()
+    }
+}
+
+/// Each thread's cache of pooled state machine boxes, a few per machine type.
+///
+/// Direct-mapped by type: a box whose slot another type holds with boxes in it is not kept.
+@usableFromInline
+struct BoxCache {
+    static let kinds = 32
+    static let boxesPerKind = 16
+
+    private var keys = [ObjectIdentifier?](repeating: nil, count: BoxCache.kinds)
+    private var boxes = [[AnyFuture]](repeating: [], count: BoxCache.kinds)
+
+    private static func index(of key: ObjectIdentifier) -> Int {
+        // Metadata pointers are 16-byte aligned: the low bits say nothing.
+        Int(truncatingIfNeeded: (UInt(bitPattern: key.hashValue) >> 4) % UInt(kinds))
+    }
+
+    /// A cached box of the type `key` names, if this thread has one.
+    @usableFromInline
+    static func take(_ key: ObjectIdentifier) -> AnyFuture? {
+        let state = ThreadState.current
+        let index = index(of: key)
+        guard state.boxCache.keys[index] == key else { return nil }
+        return state.boxCache.boxes[index].popLast()
+    }
+
+    /// Keeps `box` for the next call on this thread, if there is room.
+    static func put(_ box: AnyFuture, as key: ObjectIdentifier) {
+        let state = ThreadState.current
+        let index = index(of: key)
+        if state.boxCache.keys[index] != key {
+            guard state.boxCache.boxes[index].isEmpty else { return }
+            state.boxCache.keys[index] = key
+        }
+        guard state.boxCache.boxes[index].count < boxesPerKind else { return }
+        state.boxCache.boxes[index].append(box)
+    }
+}

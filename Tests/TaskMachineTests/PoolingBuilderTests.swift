@@ -1,0 +1,150 @@
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// `async ValueFuture<Int> Doubled(source) { let x = await source.next(); if x < 0 { throw }; return 2 * x }`
+/// on the pooling builder; a value of 0 returns without suspending when the read is ready.
+struct Doubled: AsyncStateMachine {
+    var builder = PoolingValueFutureMethodBuilder<Int>()
+    var state = 0
+    let read: ValueFutureAwaiter<Int>
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                if !read.isCompleted {
+                    awaitUnsafeOnCompleted(read)
+                    return
+                }
+            }
+            let value = try read.getResult()
+            guard value >= 0 else { throw TestError(code: value) }
+            builder.setResult(2 * value)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(reading read: consuming ValueFuture<Int>) -> ValueFuture<Int> {
+        var machine = Doubled(read: read.getAwaiter())
+        PoolingValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}
+
+/// The object behind a value future that reads from a source, or `nil` for an inline value.
+func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
+    if case .source(let source, _) = future.storage { return ObjectIdentifier(source) }
+    return nil
+}
+
+@Suite struct PoolingBuilderTests {
+    @Test func aBoxIsReusedByTheNextCallOnceItsResultHasBeenRead() throws {
+        let source = ValueFutureSourceCore<Int>()
+        var boxes: [ObjectIdentifier] = []
+        for round in 1...3 {
+            let doubled = Doubled.start(reading: source.makeValueFuture())
+            let box = sourceObject(of: doubled)
+            boxes.append(try #require(box))
+            try source.succeed(round)  // resumes the method inline
+            source.reset()
+            #expect(try doubled.getAwaiter().getResult() == 2 * round)
+        }
+        // The first call allocated the box; the next two found it in this thread's cache.
+        #expect(Set(boxes).count == 1)
+    }
+
+    @Test func aBoxStillBeingReadIsNotHandedToAnotherCall() throws {
+        let first = ValueFutureSourceCore<Int>()
+        let second = ValueFutureSourceCore<Int>()
+        let one = Doubled.start(reading: first.makeValueFuture())
+        let two = Doubled.start(reading: second.makeValueFuture())
+        #expect(sourceObject(of: one) != sourceObject(of: two))
+        try first.succeed(1)
+        try second.succeed(2)
+        #expect(try two.getAwaiter().getResult() == 4)
+        #expect(try one.getAwaiter().getResult() == 2)
+    }
+
+    @Test func aValueFutureKeptPastItsReadGetsAStaleTokenError() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let doubled = Doubled.start(reading: source.makeValueFuture())
+        try source.succeed(5)
+        source.reset()
+        let awaiter = doubled.getAwaiter()
+        let copy = awaiter  // an awaiter is copyable; the box must refuse the second read
+        #expect(try awaiter.getResult() == 10)
+        #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) { try copy.getResult() }
+        // The box is back in the cache; the next call takes it, and the old copy still reads stale.
+        let next = Doubled.start(reading: source.makeValueFuture())
+        try source.succeed(6)
+        source.reset()
+        #expect(try next.getAwaiter().getResult() == 12)
+        #expect(throws: ValueFutureSourceError.self) { try copy.getResult() }
+    }
+
+    @Test func aMethodThatFailsAfterSuspendingRethrowsAndItsBoxIsReused() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let failing = Doubled.start(reading: source.makeValueFuture())
+        let box = sourceObject(of: failing)
+        try source.succeed(-3)
+        source.reset()
+        let failingAwaiter = failing.getAwaiter()
+        #expect(throws: TestError(code: -3)) { try failingAwaiter.getResult() }
+        let next = Doubled.start(reading: source.makeValueFuture())
+        #expect(sourceObject(of: next) == box)
+        try source.succeed(1)
+        #expect(try next.getAwaiter().getResult() == 2)
+    }
+
+    @Test func aMethodThatDoesNotSuspendTakesNoBox() throws {
+        let inline = Doubled.start(reading: ValueFuture(21))
+        #expect(sourceObject(of: inline) == nil)
+        #expect(try inline.getAwaiter().getResult() == 42)
+        let failed = Doubled.start(reading: ValueFuture(-1))
+        let failedAwaiter = failed.getAwaiter()
+        #expect(throws: TestError(code: -1)) { try failedAwaiter.getResult() }
+    }
+
+    @Test func asFutureReadsThePooledResultOnce() async throws {
+        let source = ValueFutureSourceCore<Int>()
+        let doubled = Doubled.start(reading: source.makeValueFuture())
+        let future = doubled.asFuture()
+        #expect(!future.isCompleted)
+        try source.succeed(4)
+        #expect(try await future.value == 8)
+        #expect(try await future.value == 8)
+    }
+
+    @Test func boxesCompletedOnOtherThreadsAreReusedWithoutLosingAResult() throws {
+        // Each call awaits a future that a pool worker completes; this thread reads every result.
+        // Boxes move between threads' caches; every result must still arrive, once, intact.
+        let rounds = 2_000
+        var total = 0
+        for round in 0..<rounds {
+            let value = Future.run { round }
+            let doubled = Doubled.start(reading: ValueFuture(future: value))
+            total += try doubled.asFuture().wait(timeout: .seconds(10))
+        }
+        #expect(total == (0..<rounds).reduce(0) { $0 + 2 * $1 })
+    }
+
+    @Test func aSteadyLoopOfPooledCallsAllocatesNothing() throws {
+        let source = ValueFutureSourceCore<Int>()
+        func once(_ value: Int) throws -> Int {
+            let doubled = Doubled.start(reading: source.makeValueFuture())
+            try source.succeed(value)
+            source.reset()
+            return try doubled.getAwaiter().getResult()
+        }
+        _ = try once(1)  // the first call allocates the box, and metadata
+        var sum = 0
+        let counted = try countAllocations {
+            for value in 0..<1_000 { sum += try once(value) }
+        }
+        #expect(sum == 999_000)
+        if let counted { #expect(counted.count == 0) }
+    }
+}
