@@ -34,6 +34,12 @@ struct Doubled: AsyncStateMachine {
     }
 }
 
+/// The token of a value future that reads from a source.
+func sourceToken(of future: borrowing ValueFuture<Int>) -> UInt16? {
+    if case .source(_, let token) = future.storage { return token }
+    return nil
+}
+
 /// The object behind a value future that reads from a source, or `nil` for an inline value.
 func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
     if case .source(let source, _) = future.storage { return ObjectIdentifier(source) }
@@ -73,10 +79,15 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
         let doubled = Doubled.start(reading: source.makeValueFuture())
         try source.succeed(5)
         source.reset()
+        // Boxes come from this thread's cache, so the token is whatever use the box is at.
+        let maybeToken = sourceToken(of: doubled)
+        let token = try #require(maybeToken)
         let awaiter = doubled.getAwaiter()
         let copy = awaiter  // an awaiter is copyable; the box must refuse the second read
         #expect(try awaiter.getResult() == 10)
-        #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) { try copy.getResult() }
+        #expect(throws: ValueFutureSourceError.staleToken(expected: token &+ 1, found: token)) {
+            try copy.getResult()
+        }
         // The box is back in the cache; the next call takes it, and the old copy still reads stale.
         let next = Doubled.start(reading: source.makeValueFuture())
         try source.succeed(6)
