@@ -150,7 +150,7 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
             source.reset()
             return try doubled.getAwaiter().getResult()
         }
-        _ = try once(1)  // the first call allocates the box, and metadata
+        for value in 0..<3 { _ = try once(value) }  // the first call allocates the box, and metadata
         var sum = 0
         let counted = try countAllocations {
             for value in 0..<1_000 { sum += try once(value) }

@@ -33,3 +33,34 @@ public struct AddOne: AsyncStateMachine {
         return machine.builder.future
     }
 }
+
+/// `async ValueFuture<Int> AddOnePooled(input) { return await input + 1 }` on the pooling builder:
+/// once warm, a call that suspends takes its box from the thread's cache instead of allocating.
+public struct AddOnePooled: AsyncStateMachine {
+    public var builder = PoolingValueFutureMethodBuilder<Int>()
+    var state = 0
+    let input: ValueFutureAwaiter<Int>
+
+    public mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                if !input.isCompleted {
+                    awaitUnsafeOnCompleted(input)
+                    return
+                }
+            }
+            builder.setResult(try input.getResult() + 1)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    /// Starts the method: runs it up to its await and returns its value future.
+    @inline(never)
+    public static func start(_ input: consuming ValueFuture<Int>) -> ValueFuture<Int> {
+        var machine = AddOnePooled(input: input.getAwaiter())
+        PoolingValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}

@@ -23,14 +23,16 @@ public class Future<Value: Sendable>: AnyFuture {
     /// Raw words rather than a `Value?`: code that is not specialized for `Value` — the `deinit`
     /// above all, which runs for every future — would look up the metadata of `Optional<Value>` in
     /// the runtime's cache on every access, a few hundred instructions each time. The storage is
-    /// reached only through its address, which for a final stored property is the field itself.
+    /// reached only through its address (``valueAddress``).
     @usableFromInline @exclusivity(unchecked)
     final var valueStorage: (UInt, UInt) = (0, 0)
 
-    /// The address of ``valueStorage``.
+    /// The address of ``valueStorage``: the object's address plus the field's offset, which is the
+    /// same for every `Value`. Not an `inout` access to the field, which two readers of a completed
+    /// future would make at once.
     @inlinable
     final var valueAddress: UnsafeMutableRawPointer {
-        withUnsafeMutablePointer(to: &valueStorage) { UnsafeMutableRawPointer($0) }
+        Unmanaged.passUnretained(self).toOpaque() + futureValueOffset
     }
 
     /// Stores the value; called once, by the completer, before publishing.
@@ -150,6 +152,17 @@ extension Future where Value == Void {
 
 // Safe to share: the value is written once before the publishing exchange.
 extension Future: @unchecked Sendable {}
+
+/// The offset of `Future.valueStorage` in a future object. No field before it, nor the field
+/// itself, depends on `Value`, so one measurement serves every future.
+@usableFromInline
+let futureValueOffset: Int = {
+    let probe = Future<Void>(runsContinuationsAsynchronously: false)
+    return withExtendedLifetime(probe) {
+        let object = UnsafeMutableRawPointer(Unmanaged.passUnretained(probe).toOpaque())
+        return withUnsafeMutablePointer(to: &probe.valueStorage) { UnsafeMutableRawPointer($0) - object }
+    }
+}()
 
 /// A value kept in two words of raw storage inside an object (a future, a value-future source):
 /// in place when it fits, else in a ``ValueBox`` whose retained pointer the first word holds.

@@ -28,7 +28,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     /// The error of a failed operation; written by the completer before the slot is published.
     @exclusivity(unchecked) private var error: (any Error)?
     /// The value of a succeeded operation (see ``InlineValue``).
-    @exclusivity(unchecked) private var valueStorage: (UInt, UInt) = (0, 0)
+    @exclusivity(unchecked) fileprivate var valueStorage: (UInt, UInt) = (0, 0)
     /// Continuations are queued, never run by the thread that completes the operation.
     public let runsContinuationsAsynchronously: Bool
 
@@ -44,8 +44,9 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         clearOutcome()
     }
 
+    /// The address of `valueStorage`, without an `inout` access to it (see `Future.valueAddress`).
     private var valueAddress: UnsafeMutableRawPointer {
-        withUnsafeMutablePointer(to: &valueStorage) { UnsafeMutableRawPointer($0) }
+        Unmanaged.passUnretained(self).toOpaque() + sourceValueOffset
     }
 
     /// The version of the current operation: the token its value futures carry.
@@ -144,6 +145,15 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         }
     }
 }
+
+/// The offset of `valueStorage` in a source object: no field before it depends on `Value`.
+private let sourceValueOffset: Int = {
+    let probe = ValueFutureSourceCore<Void>()
+    return withExtendedLifetime(probe) {
+        let object = UnsafeMutableRawPointer(Unmanaged.passUnretained(probe).toOpaque())
+        return withUnsafeMutablePointer(to: &probe.valueStorage) { UnsafeMutableRawPointer($0) - object }
+    }
+}()
 
 // Safe to share: the outcome is written once per operation before the slot's publishing exchange
 // and read after an acquiring load sees it; `reset()` belongs to the one owner of the operation.

@@ -37,6 +37,11 @@ final class ThreadState {
         self.kernelID = tm_current_thread_id()
     }
 
+    deinit {
+        // Cached boxes are reset and hold nothing; releasing them touches no thread state.
+        boxCache.empty()
+    }
+
     /// The calling thread's state, created on first use.
     static var current: ThreadState {
         @inline(__always) get {

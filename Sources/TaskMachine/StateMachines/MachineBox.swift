@@ -89,38 +89,69 @@ extension MachineBox: ValueFutureSource {
 
 /// Each thread's cache of pooled state machine boxes, a few per machine type.
 ///
-/// Direct-mapped by type: a box whose slot another type holds with boxes in it is not kept.
+/// Direct-mapped by type: a box whose row another type holds with boxes in it is not kept. Plain
+/// memory rather than arrays, so that taking and keeping a box cost a few loads and stores, with no
+/// copy-on-write checks.
 @usableFromInline
 struct BoxCache {
     static let kinds = 32
     static let boxesPerKind = 16
 
-    private var keys = [ObjectIdentifier?](repeating: nil, count: BoxCache.kinds)
-    private var boxes = [[AnyFuture]](repeating: [], count: BoxCache.kinds)
+    /// Per row: the type's metadata address, then how many boxes the row holds.
+    private var rows: UnsafeMutablePointer<(key: UInt, count: Int)>?
+    /// `boxesPerKind` retained boxes per row.
+    private var boxes: UnsafeMutablePointer<Unmanaged<AnyFuture>>?
 
-    private static func index(of key: ObjectIdentifier) -> Int {
-        // Metadata pointers are 16-byte aligned: the low bits say nothing.
-        Int(truncatingIfNeeded: (UInt(bitPattern: key.hashValue) >> 4) % UInt(kinds))
+    private static func row(of key: ObjectIdentifier) -> Int {
+        // Metadata addresses are 16-byte aligned: the low bits say nothing.
+        Int(truncatingIfNeeded: (UInt(bitPattern: key) >> 4) % UInt(kinds))
     }
 
     /// A cached box of the type `key` names, if this thread has one.
     @usableFromInline
     static func take(_ key: ObjectIdentifier) -> AnyFuture? {
         let state = ThreadState.current
-        let index = index(of: key)
-        guard state.boxCache.keys[index] == key else { return nil }
-        return state.boxCache.boxes[index].popLast()
+        guard let rows = state.boxCache.rows, let boxes = state.boxCache.boxes else { return nil }
+        let row = row(of: key)
+        guard rows[row].key == UInt(bitPattern: key), rows[row].count > 0 else { return nil }
+        rows[row].count -= 1
+        return boxes[row * boxesPerKind + rows[row].count].takeRetainedValue()
     }
 
     /// Keeps `box` for the next call on this thread, if there is room.
     static func put(_ box: AnyFuture, as key: ObjectIdentifier) {
         let state = ThreadState.current
-        let index = index(of: key)
-        if state.boxCache.keys[index] != key {
-            guard state.boxCache.boxes[index].isEmpty else { return }
-            state.boxCache.keys[index] = key
+        if state.boxCache.rows == nil { state.boxCache.allocate() }
+        let rows = state.boxCache.rows!
+        let row = row(of: key)
+        if rows[row].key != UInt(bitPattern: key) {
+            guard rows[row].count == 0 else { return }
+            rows[row].key = UInt(bitPattern: key)
         }
-        guard state.boxCache.boxes[index].count < boxesPerKind else { return }
-        state.boxCache.boxes[index].append(box)
+        guard rows[row].count < boxesPerKind else { return }
+        state.boxCache.boxes![row * boxesPerKind + rows[row].count] = Unmanaged.passRetained(box)
+        rows[row].count += 1
+    }
+
+    private mutating func allocate() {
+        let rows = UnsafeMutablePointer<(key: UInt, count: Int)>.allocate(capacity: Self.kinds)
+        rows.initialize(repeating: (0, 0), count: Self.kinds)
+        self.rows = rows
+        boxes = .allocate(capacity: Self.kinds * Self.boxesPerKind)
+    }
+
+    /// Releases every cached box and the cache's memory; when its thread ends.
+    mutating func empty() {
+        guard let rows, let boxes else { return }
+        for row in 0..<Self.kinds {
+            for index in 0..<rows[row].count { boxes[row * Self.boxesPerKind + index].release() }
+        }
+        rows.deallocate()
+        boxes.deallocate()
+        self.rows = nil
+        self.boxes = nil
     }
 }
+
+// Safe to share: the machine is touched by one resumption at a time, the reuse state through atomics.
+extension MachineBox: @unchecked Sendable {}
