@@ -52,6 +52,25 @@ func countAllocations(_ body: () throws -> Void) rethrows -> (count: UInt64, byt
         #expect(counted?.count == 0)
     }
 
+    /// A method on the pooling builder that suspends on a pooled source, called in a loop: its box
+    /// comes back from the thread's cache, so the loop allocates nothing.
+    @Test func aSteadyLoopOfPooledCallsAllocatesNothing() throws {
+        let source = ValueFutureSourceCore<Int>()
+        func once(_ value: Int) throws -> Int {
+            let doubled = Doubled.start(reading: source.makeValueFuture())
+            try source.succeed(value)
+            source.reset()
+            return try doubled.getAwaiter().getResult()
+        }
+        for value in 0..<3 { _ = try once(value) }  // the first call allocates the box, and metadata
+        var sum = 0
+        let counted = try countAllocations {
+            for value in 0..<1_000 { sum += try once(value) }
+        }
+        #expect(sum == 999_000)
+        #expect(counted?.count == 0)
+    }
+
     @Test func awaitingCompletedFuturesFromSwiftAsyncCodeAllocatesNothing() async throws {
         let future = Future.succeeded(2)
         _ = try await future.value
