@@ -95,9 +95,12 @@ func identity(_ value: Int) -> Int { value }
 // MARK: Yields
 
 func yieldBenchmarks() {
-    let config = configuration(.scaled(.kilo))
+    // Long loops: starting the method on the pool and waiting for it from the benchmark thread
+    // cost two wake-ups across threads (tens of microseconds on these VMs), which a loop of a
+    // thousand yields would spread over each yield. Both sides run the same long loop.
+    let config = configuration(.batch(100_000, quick: 1_000))
 
-    // A method on the pool that yields a thousand times: each yield queues it and the pool runs it
+    // A method on the pool that yields again and again: each yield queues it and the pool runs it
     // again, the bounce off the scheduler that `Task.yield()` makes too.
     Benchmark("Yield: TaskMachine, await Future.yield() in a builder method", configuration: config) {
         benchmark throws in
