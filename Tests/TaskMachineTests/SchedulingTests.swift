@@ -37,6 +37,65 @@ import Testing
         #expect(failed.status == .failed)
     }
 
+    @Test func runWithAnArgumentHandsItToTheBodyOnAWorkerAndLetsItGo() throws {
+        final class Tracked: Sendable {
+            let number: Int
+            init(_ number: Int) { self.number = number }
+        }
+        /// Larger than a future's two words: kept in a box of its own.
+        struct Large: Sendable {
+            let object: Tracked
+            let extra: (Int, Int, Int)
+        }
+        weak var small: Tracked?
+        weak var large: Tracked?
+        let squares = (1...50).map { Future.run(with: $0) { $0 * $0 } }
+        #expect(try squares.map { try $0.wait(timeout: .seconds(10)) } == (1...50).map { $0 * $0 })
+        let role = Future.run(with: ()) { RuntimeThread.current.role }
+        #expect(try role.wait(timeout: .seconds(10)) == .poolWorker)
+
+        let gate = Promise<Void>()
+        var futures: [Future<Int>] = []
+        do {
+            let a = Tracked(3)
+            let b = Tracked(4)
+            small = a
+            large = b
+            futures.append(
+                Future.run(with: a) { value in
+                    try gate.future.wait(timeout: .seconds(10))
+                    return value.number
+                })
+            futures.append(
+                Future.run(with: Large(object: b, extra: (1, 2, 3))) { value in
+                    try gate.future.wait(timeout: .seconds(10))
+                    return value.object.number + value.extra.2
+                })
+        }
+        try gate.succeed()
+        #expect(try futures.map { try $0.wait(timeout: .seconds(10)) } == [3, 7])
+        // The futures are still here; the arguments went with their bodies.
+        #expect(small == nil && large == nil)
+    }
+
+    @Test func runWithAnArgumentAndACancelledTokenNeitherRunsNorKeepsIt() throws {
+        final class Tracked: Sendable {}
+        let source = CancellationTokenSource()
+        source.cancel()
+        weak var kept: Tracked?
+        let ran = Flag()
+        var cancelled: Future<Void>?
+        do {
+            let argument = Tracked()
+            kept = argument
+            cancelled = Future.run(with: argument, cancellation: source.token) { _ in ran.set() }
+        }
+        #expect(cancelled?.status == .cancelled)
+        #expect(cancelled?.cancellationToken == source.token)
+        #expect(!ran.isSet)
+        #expect(kept == nil)
+    }
+
     @Test func delayCompletesAfterItsDurationOnThePool() throws {
         let start = ContinuousClock.now
         let delay = Future.delay(.milliseconds(30))

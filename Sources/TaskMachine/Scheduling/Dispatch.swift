@@ -37,6 +37,12 @@ enum Continuations {
         }
     }
 
+    /// Queues a future that runs itself (`Future.run`) on the shared pool.
+    @usableFromInline
+    static func enqueueOnPool(_ future: AnyFuture) {
+        ThreadPool.shared.enqueue(.future(future))
+    }
+
     /// Runs `job` now on this thread, or defers it when the stack is deep already.
     static func runInline(_ job: Job, state: ThreadState) {
         if state.inlineDepth >= maxInlineDepth {
