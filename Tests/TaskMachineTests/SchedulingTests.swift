@@ -167,6 +167,45 @@ import Testing
         #expect(order.withLock { $0 } == [3, 1, 4])
     }
 
+    @Test func aFreedSlotIsReusedAndAStaleRegistrationCannotRemoveItsNewTenant() {
+        let source = CancellationTokenSource()
+        let ran = Locked<[Int]>([])
+        let first = source.token.register { ran.withLock { $0.append(1) } }
+        #expect(first.unregister())
+        #expect(!first.unregister())  // already gone
+        let second = source.token.register { ran.withLock { $0.append(2) } }
+        #expect(second.slot == first.slot)  // the freed slot, under a new generation
+        #expect(!first.unregister())  // the stale registration leaves the new tenant alone
+        source.cancel()
+        #expect(ran.withLock { $0 } == [2])
+        #expect(!second.unregister())  // ran already
+    }
+
+    @Test func manyRegistrationsOnOneTokenAreRemovedInAnyOrder() {
+        // Removal is constant time: 20,000 registrations removed from the middle out would take
+        // hundreds of millions of steps with a linear search, and this test would crawl.
+        let source = CancellationTokenSource()
+        let ran = Atomic<Int>(0)
+        var registrations = (0..<20_000).map { _ in source.token.register { ran.add(1, ordering: .relaxed) } }
+        var random = SystemRandomNumberGenerator()
+        registrations.shuffle(using: &random)
+        for registration in registrations.prefix(15_000) { #expect(registration.unregister()) }
+        source.cancel()
+        #expect(ran.load(ordering: .relaxed) == 5_000)
+    }
+
+    @Test func delaysSharingOneTokenFireOrCancelEachOnce() throws {
+        let source = CancellationTokenSource()
+        let fired = (0..<2_000).map { _ in Future.delay(.milliseconds(1), cancellation: source.token) }
+        for delay in fired { try delay.wait(timeout: .seconds(10)) }
+        // Every fired delay took itself off the source: cancelling now touches none of them.
+        let pending = (0..<2_000).map { _ in Future.delay(.seconds(3_600), cancellation: source.token) }
+        source.cancel()
+        #expect(fired.allSatisfy { $0.status == .succeeded })
+        #expect(pending.allSatisfy { $0.status == .cancelled && $0.cancellationToken == source.token })
+        #expect(Future.delay(.seconds(1), cancellation: source.token).status == .cancelled)
+    }
+
     @Test func whenAllWaitsForEveryInputAndKeepsOrder() throws {
         let futures = (1...5).map { value in Future.run { value * 10 } }
         #expect(try Future.whenAll(futures).wait(timeout: .seconds(10)) == [10, 20, 30, 40, 50])

@@ -36,7 +36,7 @@ public struct CancellationToken: Sendable, Hashable {
     /// - Returns: a registration whose ``CancellationRegistration/unregister()`` removes the callback.
     @discardableResult
     public func register(_ callback: @escaping @Sendable () -> Void) -> CancellationRegistration {
-        guard let source else { return CancellationRegistration(source: nil, id: 0) }
+        guard let source else { return CancellationRegistration(source: nil, slot: 0, generation: 0) }
         return source.register(callback)
     }
 
@@ -52,11 +52,13 @@ public struct CancellationToken: Sendable, Hashable {
 /// A callback registered on a ``CancellationToken``.
 public struct CancellationRegistration: Sendable {
     let source: CancellationTokenSource?
-    let id: UInt64
+    /// Where the callback sits in its source's table, and which tenant of that slot it is.
+    let slot: Int32
+    let generation: UInt32
 
-    /// Removes the callback. Returns `true` if it was removed before it ran.
+    /// Removes the callback, in constant time. Returns `true` if it was removed before it ran.
     @discardableResult
     public func unregister() -> Bool {
-        source?.unregister(id) ?? false
+        source?.unregister(slot: slot, generation: generation) ?? false
     }
 }

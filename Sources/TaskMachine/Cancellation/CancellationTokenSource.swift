@@ -7,11 +7,47 @@ import Synchronization
 /// before `cancel()` returns, and their continuations are queued, never run inside `cancel()`. A
 /// `Future.run` still queued checks its token when its turn comes, and ends cancelled then.
 public final class CancellationTokenSource: Sendable {
+    /// What runs on cancellation: a closure, or a future that cancels itself (a delay), which needs
+    /// no closure and so no allocation of its own.
+    enum Callback {
+        case closure(@Sendable () -> Void)
+        case future(AnyFuture)
+    }
+
+    /// A slot of the callback table. A slot freed by `unregister` is reused; its generation tells a
+    /// stale registration from the slot's new tenant.
+    private struct Entry {
+        var callback: Callback?
+        /// Registration order, for running the most recent first.
+        var sequence: UInt64
+        var generation: UInt32
+    }
+
     private struct State {
-        var callbacks: [(id: UInt64, callback: @Sendable () -> Void)] = []
-        var nextID: UInt64 = 1
+        var entries: [Entry] = []
+        var freeSlots: [Int32] = []
+        var nextSequence: UInt64 = 0
         var timer: CancelTimer?
         var links: [CancellationRegistration] = []
+
+        /// Stores `callback` in a free slot; returns the slot and its generation.
+        mutating func add(_ callback: Callback) -> (slot: Int32, generation: UInt32) {
+            nextSequence += 1
+            if let slot = freeSlots.popLast() {
+                entries[Int(slot)].callback = callback
+                entries[Int(slot)].sequence = nextSequence
+                return (slot, entries[Int(slot)].generation)
+            }
+            entries.append(Entry(callback: callback, sequence: nextSequence, generation: 0))
+            return (Int32(entries.count - 1), 0)
+        }
+
+        /// Empties `slot` and moves its generation on.
+        mutating func remove(_ slot: Int32) {
+            entries[Int(slot)].callback = nil
+            entries[Int(slot)].generation &+= 1
+            freeSlots.append(slot)
+        }
     }
 
     private let cancelled = Atomic<Bool>(false)
@@ -57,15 +93,23 @@ public final class CancellationTokenSource: Sendable {
     /// Calling it again does nothing.
     public func cancel() {
         guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let (callbacks, timer) = state.withLock { state in
+        let (entries, timer) = state.withLock { state in
             defer {
-                state.callbacks = []
+                state.entries = []
+                state.freeSlots = []
                 state.timer = nil
             }
-            return (state.callbacks, state.timer)
+            return (state.entries, state.timer)
         }
         timer?.cancel()
-        for entry in callbacks.reversed() { entry.callback() }
+        let token = self.token
+        for entry in entries.filter({ $0.callback != nil }).sorted(by: { $0.sequence > $1.sequence }) {
+            switch entry.callback {
+            case .closure(let callback): callback()
+            case .future(let future): future.cancellationRequested(by: token)
+            case nil: break
+            }
+        }
     }
 
     /// Schedules cancellation after `delay`, replacing an earlier schedule. A zero delay cancels now.
@@ -89,24 +133,49 @@ public final class CancellationTokenSource: Sendable {
     }
 
     func register(_ callback: @escaping @Sendable () -> Void) -> CancellationRegistration {
-        let id: UInt64? = state.withLock { state in
-            guard !cancelled.load(ordering: .acquiring) else { return nil }
-            defer { state.nextID += 1 }
-            state.callbacks.append((state.nextID, callback))
-            return state.nextID
-        }
-        guard let id else {
+        guard let (slot, generation) = add(.closure(callback)) else {
             callback()
-            return CancellationRegistration(source: nil, id: 0)
+            return CancellationRegistration(source: nil, slot: 0, generation: 0)
         }
-        return CancellationRegistration(source: self, id: id)
+        return CancellationRegistration(source: self, slot: slot, generation: generation)
     }
 
-    func unregister(_ id: UInt64) -> Bool {
+    /// Registers `future` to be told of cancellation (``AnyFuture/cancellationRequested(by:)``);
+    /// tells it at once, and returns `nil`, if cancellation was requested already.
+    func register(future: AnyFuture) -> Int32? {
+        guard let (slot, _) = add(.future(future)) else {
+            future.cancellationRequested(by: token)
+            return nil
+        }
+        return slot
+    }
+
+    /// Stores `callback` unless cancellation was requested; O(1).
+    private func add(_ callback: Callback) -> (slot: Int32, generation: UInt32)? {
         state.withLock { state in
-            guard let index = state.callbacks.firstIndex(where: { $0.id == id }) else { return false }
-            state.callbacks.remove(at: index)
+            guard !cancelled.load(ordering: .acquiring) else { return nil }
+            return state.add(callback)
+        }
+    }
+
+    /// Removes the closure registered in `slot` at `generation`, if it is still there; O(1).
+    func unregister(slot: Int32, generation: UInt32) -> Bool {
+        state.withLock { state in
+            guard Int(slot) < state.entries.count, state.entries[Int(slot)].generation == generation,
+                state.entries[Int(slot)].callback != nil
+            else { return false }
+            state.remove(slot)
             return true
+        }
+    }
+
+    /// Removes `future`'s registration in `slot`, if it is still there; O(1).
+    func unregister(slot: Int32, future: AnyFuture) {
+        state.withLock { state in
+            guard Int(slot) < state.entries.count, case .future(let registered) = state.entries[Int(slot)].callback,
+                registered === future
+            else { return }
+            state.remove(slot)
         }
     }
 }

@@ -133,6 +133,10 @@ public class AnyFuture {
     /// A name for diagnostics: deadlock chains, unobserved-error reports, traces.
     var diagnosticName: String { "future" }
 
+    /// Called on the cancelling thread when the source of a token this future registered with
+    /// (``CancellationTokenSource/register(future:)``) is cancelled. A delay cancels itself.
+    func cancellationRequested(by token: CancellationToken) {}
+
     /// Runs the future as a job: a state machine's box resumes its machine, a `run` future runs its
     /// body. Plain futures are never queued.
     func runAsJob() {

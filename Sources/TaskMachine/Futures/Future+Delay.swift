@@ -4,39 +4,43 @@ import Synchronization
 ///
 /// One object per delay: the timer thread hands the future itself to the pool as a job, and
 /// `runAsJob` completes it. Its completion reservation is the timer's claim, so firing and
-/// cancelling race on one atomic. 120 bytes (a 128-byte malloc chunk): the future's 73, the wheel's
-/// links (24), the duration for diagnostics and the optional registration box.
+/// cancelling race on one atomic. A cancellable delay registers itself with its token's source,
+/// with no closure. 120 bytes (a 128-byte malloc chunk): the future's 80, the wheel's links (24),
+/// the source it registered with (8), its slot there and its duration for diagnostics (4 + 4).
 final class DelayFuture: Future<Void> {
     /// The wheel's bookkeeping; only under the timer queue's lock.
     final var timerLinks = TimerLinks()
-    /// For `diagnosticName` only; whole nanoseconds (8 bytes) rather than a 16-byte `Duration`.
-    private let nanoseconds: Int64
-    /// The cancellation callback, kept to remove it when the timer fires; only for a token that
-    /// can be cancelled, so a plain delay allocates just the future.
-    private let registration: Locked<CancellationRegistration?>?
+    /// The source this delay registered with, until it fires; set before the delay is scheduled,
+    /// read only by the fire, which the timer queue's lock orders after it.
+    @exclusivity(unchecked) private var source: CancellationTokenSource?
+    @exclusivity(unchecked) private var registrationSlot: Int32 = 0
+    /// For `diagnosticName` only: whole milliseconds, `UInt32.max` for longer than 49 days.
+    private let milliseconds: UInt32
 
-    init(duration: Duration, cancellable: Bool) {
-        nanoseconds = duration.totalNanoseconds
-        registration = cancellable ? Locked(nil) : nil
+    init(duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        let (total, overflow) = seconds.multipliedReportingOverflow(by: 1_000)
+        milliseconds = overflow ? .max : UInt32(clamping: total + attoseconds / 1_000_000_000_000_000)
         super.init(runsContinuationsAsynchronously: false)
     }
 
-    override var diagnosticName: String { "delay(\(Duration.nanoseconds(nanoseconds).readableText))" }
+    override var diagnosticName: String {
+        milliseconds == .max ? "delay(over 49 days)" : "delay(\(Duration.milliseconds(milliseconds).readableText))"
+    }
 
     /// Hooks up `token`, then puts the delay in the timer queue.
     func start(after duration: Duration, cancellation token: CancellationToken) {
         let deadline = Clock.deadline(after: duration)
-        if token.canBeCancelled {
-            // Strong: the source holds the callback until it runs or `runAsJob` unregisters it.
-            let registered = token.register { [self] in cancel(token: token) }
-            registration?.withLock { $0 = registered }
+        if let tokenSource = token.source, let slot = tokenSource.register(future: self) {
+            source = tokenSource
+            registrationSlot = slot
         }
-        // After the registration is stored, so the fire sees it. If the callback ran already, the
+        // After the registration is stored, so the fire sees it. If cancellation came first, the
         // queue sees the future claimed and does not link it.
         TimerQueue.shared.schedule(self, deadline: deadline)
     }
 
-    private func cancel(token: CancellationToken) {
+    override func cancellationRequested(by token: CancellationToken) {
         // Marked cancelled before cancel() returns; continuations are queued.
         guard tryCancel(token: token, forceAsynchronous: true) else { return }
         TimerQueue.shared.remove(TimerNode(self))
@@ -46,7 +50,10 @@ final class DelayFuture: Future<Void> {
     /// timer thread.
     override func runAsJob() {
         guard reserveCompletion() else { return }
-        registration?.withLock { $0 }?.unregister()
+        if let source {
+            source.unregister(slot: registrationSlot, future: self)
+            self.source = nil
+        }
         storeValue(())
         publishCompletion(.succeeded)
     }
@@ -67,11 +74,12 @@ extension Future where Value == Void {
         }
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if duration == .zero { return .completed }
-        let future = DelayFuture(duration: duration, cancellable: cancellation.canBeCancelled)
+        let future = DelayFuture(duration: duration)
         future.start(after: duration, cancellation: cancellation)
         return future
     }
 }
 
-// Safe to share: the registration sits under a lock, the links under the timer queue's.
+// Safe to share: the registration is written before the delay is scheduled and read by its fire; the
+// links are under the timer queue's lock.
 extension DelayFuture: @unchecked Sendable {}
