@@ -93,17 +93,18 @@ public final class CancellationTokenSource: Sendable {
     /// Calling it again does nothing.
     public func cancel() {
         guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let (entries, timer) = state.withLock { state in
-            defer {
-                state.entries = []
-                state.freeSlots = []
-                state.timer = nil
-            }
-            return (state.entries, state.timer)
+        var (entries, timer): ([Entry], CancelTimer?) = ([], nil)
+        state.withLock { state in
+            swap(&entries, &state.entries)
+            swap(&timer, &state.timer)
+            state.freeSlots = []
         }
         timer?.cancel()
         let token = self.token
-        for entry in entries.filter({ $0.callback != nil }).sorted(by: { $0.sequence > $1.sequence }) {
+        // Most recent first. Slots are reused, so table order is not registration order; the table
+        // is this function's alone now, so it is sorted in place.
+        if entries.count > 1 { entries.sort { $0.sequence > $1.sequence } }
+        for entry in entries {
             switch entry.callback {
             case .closure(let callback): callback()
             case .future(let future): future.cancellationRequested(by: token)

@@ -51,11 +51,26 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
 
     override func runAsJob() {
         guard hasArgument else { return }
-        // Taken out and destroyed here, so the future does not keep the argument alive.
-        let argument = InlineValue.load(Argument.self, at: argumentAddress)
-        InlineValue.destroy(Argument.self, at: argumentAddress)
         hasArgument = false
-        run(token: token) { try body(argument) }
+        // Moved out of the storage, and gone before the future completes: whoever sees the result
+        // may count on the future no longer keeping the argument.
+        let argument = InlineValue.take(Argument.self, at: argumentAddress)
+        if token.isCancellationRequested {
+            _ = consume argument
+            _ = tryCancel(token: token)
+            return
+        }
+        do {
+            let value = try invoke(consume argument)
+            _ = trySucceed(value)
+        } catch {
+            _ = tryComplete(throwing: error, ownToken: token)
+        }
+    }
+
+    /// Runs the body; the argument ends with this call.
+    private func invoke(_ argument: consuming Argument) throws -> Value {
+        try body(argument)
     }
 
     override var diagnosticName: String { "run(with: \(Argument.self)) { } -> Future<\(Value.self)>" }

@@ -198,6 +198,16 @@ enum InlineValue {
         return Unmanaged<ValueBox<Value>>.fromOpaque(box).takeUnretainedValue().value
     }
 
+    /// Moves the value out of the storage at `address`, leaving raw storage.
+    @inlinable
+    static func take<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) -> Value {
+        if fitsInPlace(Value.self) {
+            return address.assumingMemoryBound(to: Value.self).move()
+        }
+        let box = Unmanaged<ValueBox<Value>>.fromOpaque(address.load(as: UnsafeMutableRawPointer.self))
+        return box.takeRetainedValue().value
+    }
+
     /// Destroys the value stored at `address`, leaving raw storage.
     @inlinable
     static func destroy<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) {
