@@ -11,17 +11,31 @@ import Synchronization
 /// one read names an older use and gets a stale-token error, as with any pooled source.
 @usableFromInline
 class MachineBox<Value: Sendable>: Future<Value> {
-    /// Set once the machine is dropped.
-    final var finished = false
+    // Eight bytes in all, so that a box of a small machine stays in a 128-byte allocation.
+
     /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
     final let resumptions = Atomic<UInt32>(0)
     /// Pooled boxes only: the use the current value future belongs to.
     private let use = Atomic<UInt16>(0)
     /// Pooled boxes only: which of the two parties still hold the box (``Holder``'s bits).
     private let holders = Atomic<UInt8>(0)
-    /// Whether the box goes back to its thread's cache after use.
+    /// `finishedFlag` and `pooledFlag`; written only by the one resumption running, or at creation.
+    @usableFromInline @exclusivity(unchecked)
+    final var flags: UInt8
+
     @usableFromInline
-    final let isPooled: Bool
+    static var pooledFlag: UInt8 { 2 }
+    static var finishedFlag: UInt8 { 1 }
+
+    /// Whether the box goes back to its thread's cache after use.
+    @inlinable
+    final var isPooled: Bool { flags & Self.pooledFlag != 0 }
+
+    /// Set once the machine is dropped.
+    final var finished: Bool {
+        get { flags & Self.finishedFlag != 0 }
+        set { flags = newValue ? flags | Self.finishedFlag : flags & ~Self.finishedFlag }
+    }
 
     /// The two parties of a pooled box.
     enum Holder: UInt8 {
@@ -33,7 +47,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
 
     @usableFromInline
     init(pooled: Bool) {
-        isPooled = pooled
+        flags = pooled ? Self.pooledFlag : 0
         super.init(runsContinuationsAsynchronously: false)
         if pooled { holders.store(Holder.method.rawValue | Holder.reader.rawValue, ordering: .relaxed) }
     }
