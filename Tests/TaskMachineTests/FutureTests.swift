@@ -100,6 +100,27 @@ struct TestError: Error, Equatable {
         #expect(boxed == nil)
     }
 
+    @Test func theValueStorageIsTheFirstFieldOfEveryFutureAndSource() {
+        func offset(of object: AnyObject, _ field: (UnsafeMutableRawPointer) -> Int) -> Int {
+            field(Unmanaged.passUnretained(object).toOpaque())
+        }
+        let futures: [AnyFuture] = [
+            Promise<Int>().future, Future.succeeded("text"), Future<Void>.delay(.seconds(3_600)),
+            Future.run { 1 }, CachedLookupBox.make(),
+        ]
+        for future in futures {
+            let found = offset(of: future) { object in
+                withUnsafeMutablePointer(to: &future.valueStorage) { UnsafeMutableRawPointer($0) - object }
+            }
+            #expect(found == heapObjectHeaderSize, "\(type(of: future))")
+        }
+        let source = ValueFutureSourceCore<Int>()
+        let found = offset(of: source) { object in
+            withUnsafeMutablePointer(to: &source.valueStorage) { UnsafeMutableRawPointer($0) - object }
+        }
+        #expect(found == heapObjectHeaderSize)
+    }
+
     @Test func aFailedOrCancelledFutureHoldsNoValue() throws {
         final class Tracked: Sendable {}
         weak var never: Tracked?
@@ -159,4 +180,14 @@ struct TestError: Error, Equatable {
 func usleepish() {
     var request = timespec(tv_sec: 0, tv_nsec: 200_000)
     nanosleep(&request, nil)
+}
+
+/// A suspended state machine's box, for layout checks.
+enum CachedLookupBox {
+    static func make() -> AnyFuture {
+        let never = Promise<Int>().future
+        var machine = CachedLookup(key: 1, load: never)
+        ValueFutureMethodBuilder.start(&machine)
+        return machine.builder.box.future!
+    }
 }

@@ -20,6 +20,18 @@ public class AnyFuture {
     // between them: a pending delay (a future, its timer links and its deadline) stays within a
     // 128-byte allocation.
 
+    /// The value of a succeeded future (`Future<Value>`'s, kept here so that it is the first field,
+    /// at a fixed place): in place when it fits in two words (most values: numbers, references,
+    /// arrays, strings), else a retained ``ValueBox``. Written once by the completer before the
+    /// completion is published; destroyed by `Future`'s `deinit` if the future succeeded.
+    ///
+    /// Raw words rather than a `Value?`: code not specialized for `Value` — the `deinit` above all,
+    /// which runs for every future — would look up the metadata of `Optional<Value>` in the
+    /// runtime's cache at every access, a few hundred instructions each time. Reached only through
+    /// `Future.valueAddress`.
+    @usableFromInline @exclusivity(unchecked)
+    final var valueStorage: (UInt, UInt) = (0, 0)
+
     /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job.
     @usableFromInline
     let slot = Atomic<UInt>(SlotWord.empty)

@@ -16,23 +16,12 @@
 /// Awaiting a failed future rethrows its first error as it was thrown, not wrapped; a cancelled
 /// one throws ``OperationCancelledError`` carrying the token that cancelled it.
 public class Future<Value: Sendable>: AnyFuture {
-    /// The value of a succeeded future, in place when it fits in two words (most values: numbers,
-    /// references, arrays, strings), else as a retained ``ValueBox``. Written once by the single
-    /// completer before the completion is published; destroyed by `deinit` if the future succeeded.
-    ///
-    /// Raw words rather than a `Value?`: code that is not specialized for `Value` — the `deinit`
-    /// above all, which runs for every future — would look up the metadata of `Optional<Value>` in
-    /// the runtime's cache on every access, a few hundred instructions each time. The storage is
-    /// reached only through its address (``valueAddress``).
-    @usableFromInline @exclusivity(unchecked)
-    final var valueStorage: (UInt, UInt) = (0, 0)
-
-    /// The address of ``valueStorage``: the object's address plus the field's offset, which is the
-    /// same for every `Value`. Not an `inout` access to the field, which two readers of a completed
-    /// future would make at once.
+    /// The address of the value's storage (`AnyFuture.valueStorage`, the first field of every
+    /// future): no `inout` access to the field, which two readers of a completed future would
+    /// otherwise make at once, and no lookup of where the field is.
     @inlinable
     final var valueAddress: UnsafeMutableRawPointer {
-        Unmanaged.passUnretained(self).toOpaque() + futureValueOffset
+        Unmanaged.passUnretained(self).toOpaque() + heapObjectHeaderSize
     }
 
     /// Stores the value; called once, by the completer, before publishing.
@@ -153,16 +142,11 @@ extension Future where Value == Void {
 // Safe to share: the value is written once before the publishing exchange.
 extension Future: @unchecked Sendable {}
 
-/// The offset of `Future.valueStorage` in a future object. No field before it, nor the field
-/// itself, depends on `Value`, so one measurement serves every future.
-@usableFromInline
-let futureValueOffset: Int = {
-    let probe = Future<Void>(runsContinuationsAsynchronously: false)
-    return withExtendedLifetime(probe) {
-        let object = UnsafeMutableRawPointer(Unmanaged.passUnretained(probe).toOpaque())
-        return withUnsafeMutablePointer(to: &probe.valueStorage) { UnsafeMutableRawPointer($0) - object }
-    }
-}()
+/// Where the first stored property of a Swift class instance starts: after the object's metadata
+/// pointer and its reference counts. A value's raw storage is declared first (in `AnyFuture` and
+/// `ValueFutureSourceCore`) so that its address is the object's plus this; a test checks it.
+@inlinable
+var heapObjectHeaderSize: Int { 2 * MemoryLayout<UInt>.size }
 
 /// A value kept in two words of raw storage inside an object (a future, a value-future source):
 /// in place when it fits, else in a ``ValueBox`` whose retained pointer the first word holds.

@@ -20,6 +20,9 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     // value sits in two raw words like a future's, so code reached through the protocol, which is
     // not specialized for `Value`, never looks up the metadata of a type built on it.
 
+    /// The value of a succeeded operation (see ``InlineValue``); declared first, so that it sits
+    /// right after the object's header (see `heapObjectHeaderSize`).
+    @exclusivity(unchecked) var valueStorage: (UInt, UInt) = (0, 0)
     /// `SlotWord.empty`, `SlotWord.completed`, or the retained job of the one continuation.
     private let slot = Atomic<UInt>(SlotWord.empty)
     /// 0 pending, 1 while the completer writes the outcome, then `succeeded` or `failed`.
@@ -27,8 +30,6 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     private let currentVersion = Atomic<UInt16>(0)
     /// The error of a failed operation; written by the completer before the slot is published.
     @exclusivity(unchecked) private var error: (any Error)?
-    /// The value of a succeeded operation (see ``InlineValue``).
-    @exclusivity(unchecked) fileprivate var valueStorage: (UInt, UInt) = (0, 0)
     /// Continuations are queued, never run by the thread that completes the operation.
     public let runsContinuationsAsynchronously: Bool
 
@@ -46,7 +47,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
 
     /// The address of `valueStorage`, without an `inout` access to it (see `Future.valueAddress`).
     private var valueAddress: UnsafeMutableRawPointer {
-        Unmanaged.passUnretained(self).toOpaque() + sourceValueOffset
+        Unmanaged.passUnretained(self).toOpaque() + heapObjectHeaderSize
     }
 
     /// The version of the current operation: the token its value futures carry.
@@ -145,15 +146,6 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         }
     }
 }
-
-/// The offset of `valueStorage` in a source object: no field before it depends on `Value`.
-private let sourceValueOffset: Int = {
-    let probe = ValueFutureSourceCore<Void>()
-    return withExtendedLifetime(probe) {
-        let object = UnsafeMutableRawPointer(Unmanaged.passUnretained(probe).toOpaque())
-        return withUnsafeMutablePointer(to: &probe.valueStorage) { UnsafeMutableRawPointer($0) - object }
-    }
-}()
 
 // Safe to share: the outcome is written once per operation before the slot's publishing exchange
 // and read after an acquiring load sees it; `reset()` belongs to the one owner of the operation.
