@@ -104,9 +104,11 @@ struct TestError: Error, Equatable {
         func offset(of object: AnyObject, _ field: (UnsafeMutableRawPointer) -> Int) -> Int {
             field(Unmanaged.passUnretained(object).toOpaque())
         }
+        let source = CancellationTokenSource()
+        defer { source.cancel() }  // other tests wait for the timer queue to empty
         let futures: [AnyFuture] = [
-            Promise<Int>().future, Future.succeeded("text"), Future<Void>.delay(.seconds(3_600)),
-            Future.run { 1 }, CachedLookupBox.make(),
+            Promise<Int>().future, Future.succeeded("text"),
+            Future<Void>.delay(.seconds(3_600), cancellation: source.token), Future.run { 1 }, CachedLookupBox.make(),
         ]
         for future in futures {
             let found = offset(of: future) { object in
@@ -114,9 +116,9 @@ struct TestError: Error, Equatable {
             }
             #expect(found == heapObjectHeaderSize, "\(type(of: future))")
         }
-        let source = ValueFutureSourceCore<Int>()
-        let found = offset(of: source) { object in
-            withUnsafeMutablePointer(to: &source.valueStorage) { UnsafeMutableRawPointer($0) - object }
+        let core = ValueFutureSourceCore<Int>()
+        let found = offset(of: core) { object in
+            withUnsafeMutablePointer(to: &core.valueStorage) { UnsafeMutableRawPointer($0) - object }
         }
         #expect(found == heapObjectHeaderSize)
     }

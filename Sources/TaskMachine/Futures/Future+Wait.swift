@@ -22,7 +22,7 @@ extension AnyFuture {
         if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }
         // Continuations this thread deferred must not wait for this thread.
         Continuations.releaseDeferred(thread)
-        let waiter = BlockingWaiter(parker: thread.parker)
+        let waiter = thread.blockingWaiter
         onCompletion(.item(waiter))
         let worker = thread.worker
         worker?.pool.workerWillBlock()

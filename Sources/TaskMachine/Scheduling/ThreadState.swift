@@ -30,6 +30,17 @@ final class ThreadState {
     @exclusivity(unchecked) var deferredHead = 0
     /// Pooled state machine boxes waiting for their next call on this thread.
     @exclusivity(unchecked) var boxCache = BoxCache()
+    /// The continuation that wakes this thread from `wait()`, made on the first wait and reused:
+    /// a registration left behind by a wait that timed out only wakes the thread once for nothing,
+    /// which every wait loop tolerates, as it must tolerate any spurious wake-up.
+    @exclusivity(unchecked) private var waiter: BlockingWaiter?
+
+    var blockingWaiter: BlockingWaiter {
+        if let waiter { return waiter }
+        let made = BlockingWaiter(parker: parker)
+        waiter = made
+        return made
+    }
 
     init(name: String, role: RuntimeThread.Role) {
         self.name = name
