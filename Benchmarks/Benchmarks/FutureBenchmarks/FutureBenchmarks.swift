@@ -50,6 +50,13 @@ func awaitCompletedBenchmarks() {
         for index in 0..<benchmark.operations { sum &+= await asyncIdentity(index) }
         blackHole(sum)
     }
+
+    // The floor for awaiting inside a state machine: an ordinary call the optimizer may not inline.
+    Benchmark("Await completed: peer, plain non-inlined call", configuration: config) { benchmark in
+        var sum = 0
+        for index in 0..<benchmark.operations { sum &+= identity(index) }
+        blackHole(sum)
+    }
 }
 
 /// A Swift async function that returns without suspending: the peer of awaiting a completed future.
