@@ -53,6 +53,9 @@ final class ThreadPool {
         let completed = Atomic<UInt64>(0)
         /// Owner only: xorshift state for choosing victims.
         var random: UInt64
+        /// Owner only: jobs taken from the global queue on their way to `queue`; kept for its
+        /// capacity, so that taking a batch allocates nothing.
+        var batch: [Job] = []
         var state: ThreadState!
 
         init(index: Int, isExtra: Bool, pool: ThreadPool) {
@@ -146,18 +149,18 @@ final class ThreadPool {
     private func popGlobal(into worker: Worker) -> Job? {
         guard globalCount.load(ordering: .acquiring) > 0 else { return nil }
         let room = Int(LocalQueue.capacity) / 2 - worker.queue.count
-        var batch: [Job] = []
+        var batch = worker.batch
+        worker.batch = []
         let first = global.withLock { queue -> Job? in
             guard let first = queue.pop() else { return nil }
             let share = min(queue.count / targetWorkerCount, Int(LocalQueue.capacity) / 4, max(0, room))
-            if share > 0 {
-                batch.reserveCapacity(share)
-                for _ in 0..<share { batch.append(queue.pop()!) }
-            }
+            for _ in 0..<share { batch.append(queue.pop()!) }
             globalCount.store(queue.count, ordering: .relaxed)
             return first
         }
         for job in batch { pushLocal(job, on: worker) }
+        batch.removeAll(keepingCapacity: true)
+        worker.batch = batch
         return first
     }
 
