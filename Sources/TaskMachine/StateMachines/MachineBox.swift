@@ -1,4 +1,4 @@
-import Synchronization
+public import Synchronization
 
 /// What every state machine's box has beside its machine: the resumption bookkeeping and, for a
 /// pooled box, its reuse.
@@ -17,25 +17,20 @@ class MachineBox<Value: Sendable>: Future<Value> {
     final let resumptions = Atomic<UInt32>(0)
     /// Pooled boxes only: the use the current value future belongs to.
     private let use = Atomic<UInt16>(0)
-    /// Pooled boxes only: which of the two parties still hold the box (``Holder``'s bits).
-    private let holders = Atomic<UInt8>(0)
-    /// `finishedFlag` and `pooledFlag`; written only by the one resumption running, or at creation.
-    @usableFromInline @exclusivity(unchecked)
-    final var flags: UInt8
+    /// Which parties still hold a pooled box (``Holder``'s bits), and `pooledBit`, which never
+    /// changes: read atomically, as the method's final resumption may be letting go on another
+    /// thread while the caller still asks whether the box is pooled.
+    @usableFromInline
+    let holders = Atomic<UInt8>(0)
+    /// Set once the machine is dropped; only the one resumption running touches it.
+    @exclusivity(unchecked) final var finished = false
 
     @usableFromInline
-    static var pooledFlag: UInt8 { 2 }
-    static var finishedFlag: UInt8 { 1 }
+    static var pooledBit: UInt8 { 4 }
 
     /// Whether the box goes back to its thread's cache after use.
     @inlinable
-    final var isPooled: Bool { flags & Self.pooledFlag != 0 }
-
-    /// Set once the machine is dropped.
-    final var finished: Bool {
-        get { flags & Self.finishedFlag != 0 }
-        set { flags = newValue ? flags | Self.finishedFlag : flags & ~Self.finishedFlag }
-    }
+    final var isPooled: Bool { holders.load(ordering: .relaxed) & Self.pooledBit != 0 }
 
     /// The two parties of a pooled box.
     enum Holder: UInt8 {
@@ -45,17 +40,18 @@ class MachineBox<Value: Sendable>: Future<Value> {
         case reader = 2
     }
 
+    private static var bothHolders: UInt8 { Holder.method.rawValue | Holder.reader.rawValue | pooledBit }
+
     @usableFromInline
     init(pooled: Bool) {
-        flags = pooled ? Self.pooledFlag : 0
         super.init(runsContinuationsAsynchronously: false)
-        if pooled { holders.store(Holder.method.rawValue | Holder.reader.rawValue, ordering: .relaxed) }
+        if pooled { holders.store(Self.bothHolders, ordering: .relaxed) }
     }
 
     /// Lets go of the box for `holder`, once; the last to let go recycles it.
     final func release(_ holder: Holder) {
         let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
-        guard before & holder.rawValue != 0, before == holder.rawValue else { return }
+        guard before & holder.rawValue != 0, before == holder.rawValue | Self.pooledBit else { return }
         recycle()
     }
 
@@ -64,7 +60,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
         resetForReuse()
         finished = false
         resumptions.store(0, ordering: .relaxed)
-        holders.store(Holder.method.rawValue | Holder.reader.rawValue, ordering: .relaxed)
+        holders.store(Self.bothHolders, ordering: .relaxed)
         _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
         BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
     }
