@@ -30,7 +30,7 @@ enum ValueFutureSection {
             started = ContinuousClock.now
             let count = AllocationMeter.allocations { pending = LookUp.start(key: 7) }
             output("  lookUp(7) suspended at its await: \(count) allocations on the calling thread,")
-            output("  (the boxed machine, the delay's future and the delay's timer)")
+            output("  (the boxed machine, and the delay, which is its own timer)")
         } else {
             pending = LookUp.start(key: 7)
             output("  lookUp(7) suspended at its await")
