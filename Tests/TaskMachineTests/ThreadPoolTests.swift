@@ -53,9 +53,20 @@ final class Seen: @unchecked Sendable {
                 finished.add(1, ordering: .releasing)
             }
         }
-        for number in 0..<total {
-            if let overflow = queue.push(.item(NumberedItem(number))) {
-                ownerSeen.numbers.append(contentsOf: overflow.map(\.number))
+        func push(_ job: Job) {
+            if let overflow = queue.push(job) { ownerSeen.numbers.append(contentsOf: overflow.map(\.number)) }
+        }
+        var number = 0
+        while number < total {
+            if number % 50 == 0, number + 8 <= total {
+                // A batch with one publication, as a worker takes from the global queue; one
+                // that does not fit is pushed job by job.
+                let batch = (number..<number + 8).map { Job.item(NumberedItem($0)) }
+                if !queue.push(contentsOf: batch) { batch.forEach(push) }
+                number += 8
+            } else {
+                push(.item(NumberedItem(number)))
+                number += 1
             }
             // The owner takes some back, as a worker does between pushes.
             if number % 3 == 0, let job = queue.pop() { ownerSeen.numbers.append(job.number) }

@@ -82,6 +82,20 @@ final class LocalQueue {
         }
     }
 
+    /// Owner only: queues all of `jobs` with one publication of the tail, if they fit; returns
+    /// `false`, queuing none, if they do not (the caller then pushes them one by one).
+    func push(contentsOf jobs: [Job]) -> Bool {
+        let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
+        let tail = tail.load(ordering: .relaxed)
+        guard Int(tail &- steal) + jobs.count <= Int(Self.capacity) else { return false }
+        for (offset, job) in jobs.enumerated() {
+            slots[Int((tail &+ UInt32(offset)) & Self.mask)] = job.retainedWord()
+        }
+        // A read-modify-write publishes every slot written above (see the type's note).
+        _ = self.tail.exchange(tail &+ UInt32(jobs.count), ordering: .releasing)
+        return true
+    }
+
     /// Owner only: takes the oldest job.
     func pop() -> Job? {
         var packed = head.load(ordering: .acquiring)

@@ -158,7 +158,9 @@ final class ThreadPool {
             globalCount.store(queue.count, ordering: .relaxed)
             return first
         }
-        for job in batch { pushLocal(job, on: worker) }
+        if !batch.isEmpty, !worker.queue.push(contentsOf: batch) {
+            for job in batch { pushLocal(job, on: worker) }
+        }
         batch.removeAll(keepingCapacity: true)
         worker.batch = batch
         return first
