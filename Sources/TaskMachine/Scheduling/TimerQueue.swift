@@ -117,8 +117,10 @@ final class TimerQueue {
     /// One tick of the wheel: 1 ms.
     static let nanosecondsPerTick: Int64 = 1_000_000
 
-    /// Expired timers handed to the pool under one lock of its queue.
-    static let handOverBatch = 256
+    /// Expired timers per pool job.
+    static let timersPerBatch = 64
+    /// Batches handed to the pool under one lock of its queue.
+    static let batchesPerHandOver = 4
 
     private let state = Locked(TimerQueueState())
     private let parker = Parker()
@@ -200,25 +202,34 @@ final class TimerQueue {
     // MARK: The timer thread
 
     private func run() {
-        // Expired timers go to the pool in batches of a few hundred while the wheel is still being
-        // walked, so workers start on the first ones at once; the array keeps its capacity.
-        var expiredJobs: [Job] = []
+        // Expired timers go to the pool in batches, each one job, while the wheel is still being
+        // walked, so workers start on the first ones at once and take a queue slot per batch.
+        var batch: ExpiredTimers?
+        var ready: [Job] = []
         while true {
             let now = Clock.now
             let sleepUntil = state.withLock { state -> UInt64? in
                 guard !state.stopping else { return nil }
                 return state.expire(now: tick(ofNow: now)) { node in
-                    // The pool may run and free the timer at once; the wheel is done with it.
-                    expiredJobs.append(node.takeJob())
-                    if expiredJobs.count == TimerQueue.handOverBatch {
-                        ThreadPool.shared.enqueue(contentsOf: expiredJobs)
-                        expiredJobs.removeAll(keepingCapacity: true)
+                    let current = batch ?? ExpiredTimers()
+                    batch = current
+                    if current.append(node) {
+                        ready.append(.item(current))
+                        batch = nil
+                        if ready.count == TimerQueue.batchesPerHandOver {
+                            ThreadPool.shared.enqueue(contentsOf: ready)
+                            ready.removeAll(keepingCapacity: true)
+                        }
                     }
                 }
             }
             guard let sleepUntil else { return }
-            ThreadPool.shared.enqueue(contentsOf: expiredJobs)
-            expiredJobs.removeAll(keepingCapacity: true)
+            if let last = batch {
+                ready.append(.item(last))
+                batch = nil
+            }
+            ThreadPool.shared.enqueue(contentsOf: ready)
+            ready.removeAll(keepingCapacity: true)
             if sleepUntil == .max {
                 parker.park()
             } else {
@@ -241,6 +252,44 @@ final class TimerQueue {
 
 // All mutable state is inside the lock or atomics.
 extension TimerQueue: @unchecked Sendable {}
+
+/// Expired timers run as one pool job, in deadline order: a batch costs the pool one queue slot
+/// and one hand-over, rather than one per timer. The timers are chained through their own `next`
+/// links, which the wheel no longer uses once they have expired; each holds the wheel's retain.
+final class ExpiredTimers: WorkItem {
+    private var first = TimerNode.none
+    private var last = TimerNode.none
+    private var count = 0
+
+    /// Chains `node`, still under the timer queue's lock; returns whether the batch is full.
+    func append(_ node: TimerNode) -> Bool {
+        if last == .none { first = node } else { last.next = node }
+        last = node
+        count += 1
+        return count == TimerQueue.timersPerBatch
+    }
+
+    override func run() {
+        var node = first
+        first = .none
+        while node != .none {
+            // Read before the timer runs: it may be freed as soon as its job is done.
+            let next = node.next
+            node.takeJob().run()
+            node = next
+        }
+    }
+
+    deinit {
+        // A batch dropped before it ran (a pool that never ran it) gives the wheel's retains back.
+        var node = first
+        while node != .none {
+            let next = node.next
+            node.release()
+            node = next
+        }
+    }
+}
 
 // Safe to share: immutable apart from the atomic claimed flag, and the links, which only the
 // queue's lock guards.
