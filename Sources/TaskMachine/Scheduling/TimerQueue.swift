@@ -294,3 +294,7 @@ final class ExpiredTimers: WorkItem {
 // Safe to share: immutable apart from the atomic claimed flag, and the links, which only the
 // queue's lock guards.
 extension TimerEntry: @unchecked Sendable {}
+
+// Safe to share: filled under the timer queue's lock, handed to the pool through its queue's lock,
+// then run by one worker.
+extension ExpiredTimers: @unchecked Sendable {}
