@@ -25,14 +25,19 @@ final class RunFuture<Value: Sendable>: Future<Value> {
 /// when it fits in two words, so a body that captures nothing costs this one allocation in all.
 @usableFromInline
 final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<Value> {
-    private let body: @Sendable (Argument) throws -> Value
-    private let token: CancellationToken
+    @usableFromInline
+    let body: @Sendable (Argument) throws -> Value
+    @usableFromInline
+    let token: CancellationToken
     /// The argument (see ``InlineValue``) until the body takes it; `hasArgument` says whether it is
     /// still there. Raw words, so that the unspecialized job entry point looks up no metadata.
-    @exclusivity(unchecked) private var argumentStorage: (UInt, UInt) = (0, 0)
-    @exclusivity(unchecked) private var hasArgument = true
+    @usableFromInline @exclusivity(unchecked)
+    var argumentStorage: (UInt, UInt) = (0, 0)
+    @usableFromInline @exclusivity(unchecked)
+    var hasArgument = true
 
-    @usableFromInline
+    /// Inlinable, so the caller's specialized code stores the argument.
+    @inlinable
     init(argument: Argument, token: CancellationToken, body: @escaping @Sendable (Argument) throws -> Value) {
         self.body = body
         self.token = token
@@ -44,8 +49,9 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
         if hasArgument { InlineValue.destroy(Argument.self, at: argumentAddress) }
     }
 
-    /// The address of the argument's storage, without an `inout` access to the field.
-    private var argumentAddress: UnsafeMutableRawPointer {
+    /// The address of the argument's storage (only the creator and the one job run touch it).
+    @inlinable
+    var argumentAddress: UnsafeMutableRawPointer {
         withUnsafeMutablePointer(to: &argumentStorage) { UnsafeMutableRawPointer($0) }
     }
 

@@ -195,6 +195,8 @@ enum InlineValue {
     /// Destroys the value stored at `address`, leaving raw storage.
     @inlinable
     static func destroy<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) {
+        // A plain value needs nothing: skip the call through its value witness table.
+        if fitsInPlace(Value.self) && _isPOD(Value.self) { return }
         if fitsInPlace(Value.self) {
             address.assumingMemoryBound(to: Value.self).deinitialize(count: 1)
         } else {
