@@ -288,6 +288,34 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(released == nil)
     }
 
+    @Test func aLongTimerDoesNotHoldUpTheTimersThatExpiredWithIt() throws {
+        // 64 timers with one deadline expire on one tick and reach the pool as one batch. The first
+        // to fire keeps its worker busy for up to two seconds; the batch must have handed most of
+        // the rest back to the pool first, so the other worker fires them meanwhile. At most the
+        // few a worker runs one after another (`TimerQueue.timersRunTogether`, 16) wait behind
+        // the slow one.
+        let queue = TimerQueue(threadName: "timer-test")
+        defer { queue.stop() }
+        let release = Atomic<Bool>(false)
+        let blockerStarted = Atomic<Bool>(false)
+        let firedMeanwhile = Atomic<Int>(0)
+        let deadline = Clock.now + 30_000_000
+        let timers = (0..<64).map { _ in
+            ProbeTimer(deadline: deadline, queue: queue) {
+                if !blockerStarted.exchange(true, ordering: .acquiringAndReleasing) {
+                    let giveUp = ContinuousClock.now + .seconds(2)
+                    while !release.load(ordering: .acquiring) && ContinuousClock.now < giveUp { sched_yield() }
+                } else {
+                    firedMeanwhile.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        for timer in timers { queue.schedule(timer) }
+        #expect(eventually(within: .seconds(2)) { firedMeanwhile.load(ordering: .relaxed) >= 48 })
+        release.store(true, ordering: .releasing)
+        #expect(eventually { timers.allSatisfy { $0.fires.load(ordering: .relaxed) == 1 } })
+    }
+
     @Test func anEarlierTimerWakesTheSleepingThread() throws {
         let queue = TimerQueue(threadName: "timer-test")
         defer { queue.stop() }

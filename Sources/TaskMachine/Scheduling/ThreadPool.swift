@@ -118,6 +118,17 @@ final class ThreadPool {
         inject(CollectionOfOne(job))
     }
 
+    /// Queues `job` where any worker can take it: a worker's own queue (not its LIFO slot, which
+    /// others cannot steal from) when called on a worker of this pool, else the global queue.
+    func enqueueStealable(_ job: Job) {
+        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
+            pushLocal(job, on: worker)
+            notify()
+            return
+        }
+        inject(CollectionOfOne(job))
+    }
+
     /// Queues many jobs from outside the pool, as the timer thread does with the timers that expire
     /// on one tick: one lock per batch, and one wake-up.
     func enqueue(contentsOf jobs: [Job]) {

@@ -119,6 +119,9 @@ final class TimerQueue {
 
     /// Expired timers per pool job.
     static let timersPerBatch = 64
+    /// Expired timers a worker runs one after another; a longer batch first hands its back half
+    /// back to the pool, where another worker can take it.
+    static let timersRunTogether = 16
     /// Batches handed to the pool under one lock of its queue.
     static let batchesPerHandOver = 4
 
@@ -255,11 +258,22 @@ extension TimerQueue: @unchecked Sendable {}
 
 /// Expired timers run as one pool job, in deadline order: a batch costs the pool one queue slot
 /// and one hand-over, rather than one per timer. The timers are chained through their own `next`
-/// links, which the wheel no longer uses once they have expired; each holds the wheel's retain.
+/// links, which the wheel no longer uses once they have expired, and each holds the wheel's
+/// retain. A batch is `count` links from `first`: splitting one writes no link.
 final class ExpiredTimers: WorkItem {
     private var first = TimerNode.none
     private var last = TimerNode.none
     private var count = 0
+
+    override init(context: SynchronizationContext? = nil) {
+        super.init(context: context)
+    }
+
+    private init(first: TimerNode, count: Int) {
+        self.first = first
+        self.count = count
+        super.init()
+    }
 
     /// Chains `node`, still under the timer queue's lock; returns whether the batch is full.
     func append(_ node: TimerNode) -> Bool {
@@ -270,20 +284,33 @@ final class ExpiredTimers: WorkItem {
     }
 
     override func run() {
+        // Expiring a delay runs its continuations here, and one of them may take long: first hand
+        // the back half of a long batch to the pool, again and again, so that the other workers
+        // can take it rather than wait behind this one.
+        while count > TimerQueue.timersRunTogether {
+            let keep = count / 2
+            var middle = first
+            for _ in 0..<keep { middle = middle.next }
+            ThreadPool.shared.enqueueStealable(.item(ExpiredTimers(first: middle, count: count - keep)))
+            count = keep
+        }
         var node = first
+        var left = count
         first = .none
-        while node != .none {
+        count = 0
+        while left > 0 {
             // Read before the timer runs: it may be freed as soon as its job is done.
             let next = node.next
             node.takeJob().run()
             node = next
+            left -= 1
         }
     }
 
     deinit {
         // A batch dropped before it ran (a pool that never ran it) gives the wheel's retains back.
         var node = first
-        while node != .none {
+        for _ in 0..<count {
             let next = node.next
             node.release()
             node = next
