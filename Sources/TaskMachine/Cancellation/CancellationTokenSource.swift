@@ -161,22 +161,24 @@ public final class CancellationTokenSource: Sendable {
 
     /// Removes the closure registered in `slot` at `generation`, if it is still there; O(1).
     func unregister(slot: Int32, generation: UInt32) -> Bool {
-        state.withLock { state in
-            guard Int(slot) < state.entries.count, state.entries[Int(slot)].generation == generation,
-                state.entries[Int(slot)].callback != nil
-            else { return false }
-            state.remove(slot)
-            return true
-        }
+        remove(slot) { $0.generation == generation }
     }
 
     /// Removes `future`'s registration in `slot`, if it is still there; O(1).
     func unregister(slot: Int32, future: AnyFuture) {
+        _ = remove(slot) { entry in
+            if case .future(let registered) = entry.callback { registered === future } else { false }
+        }
+    }
+
+    /// Empties `slot` if it holds a callback that `isTheOne` recognizes as the caller's.
+    private func remove(_ slot: Int32, if isTheOne: (Entry) -> Bool) -> Bool {
         state.withLock { state in
-            guard Int(slot) < state.entries.count, case .future(let registered) = state.entries[Int(slot)].callback,
-                registered === future
-            else { return }
+            guard Int(slot) < state.entries.count, state.entries[Int(slot)].callback != nil,
+                isTheOne(state.entries[Int(slot)])
+            else { return false }
             state.remove(slot)
+            return true
         }
     }
 }

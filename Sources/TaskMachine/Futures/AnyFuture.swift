@@ -230,13 +230,7 @@ public class AnyFuture {
     /// Adds `job` as the one continuation of a future used as a value-future source. Returns
     /// `false` if the future has completed; throws if a continuation is registered already.
     final func addSingleContinuation(_ job: Job) throws -> Bool {
-        let word = job.retainedWord()
-        let (exchanged, found) = slot.compareExchange(
-            expected: SlotWord.empty, desired: word, ordering: .acquiringAndReleasing)
-        if exchanged { return true }
-        Job.releaseWord(word)
-        guard found == SlotWord.completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
-        return false
+        try SlotWord.installSingle(job, in: slot)
     }
 
     // MARK: Continuations
@@ -323,6 +317,18 @@ enum SlotWord {
     static let itemTag: UInt = 1
 
     static func isJob(_ word: UInt) -> Bool { word > list }
+
+    /// Puts `job` in an empty continuation slot that takes one continuation only (a value-future
+    /// source's). Returns `false`, keeping nothing, if the slot is completed; throws if it holds a
+    /// continuation already.
+    static func installSingle(_ job: Job, in slot: borrowing Atomic<UInt>) throws -> Bool {
+        let word = job.retainedWord()
+        let (exchanged, found) = slot.compareExchange(expected: empty, desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return true }
+        Job.releaseWord(word)
+        guard found == completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
+        return false
+    }
 }
 
 extension Job {

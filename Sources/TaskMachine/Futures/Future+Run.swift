@@ -15,7 +15,7 @@ final class RunFuture<Value: Sendable>: Future<Value> {
     override func runAsJob() {
         guard let body else { return }
         self.body = nil
-        run(token: token) { try body() }
+        run(token: token, argument: ()) { _ in try body() }
     }
 
     override var diagnosticName: String { "run { } -> Future<\(Value.self)>" }
@@ -58,43 +58,38 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
     override func runAsJob() {
         guard hasArgument else { return }
         hasArgument = false
-        // Moved out of the storage, and gone before the future completes: whoever sees the result
-        // may count on the future no longer keeping the argument.
-        let argument = InlineValue.take(Argument.self, at: argumentAddress)
-        if token.isCancellationRequested {
-            _ = consume argument
-            _ = tryCancel(token: token)
-            return
-        }
-        do {
-            let value = try invoke(consume argument)
-            _ = trySucceed(value)
-        } catch {
-            _ = tryComplete(throwing: error, ownToken: token)
-        }
-    }
-
-    /// Runs the body; the argument ends with this call.
-    private func invoke(_ argument: consuming Argument) throws -> Value {
-        try body(argument)
+        run(token: token, argument: InlineValue.take(Argument.self, at: argumentAddress), body)
     }
 
     override var diagnosticName: String { "run(with: \(Argument.self)) { } -> Future<\(Value.self)>" }
 }
 
 extension Future {
-    /// Runs a body as this future's job: cancelled without running if `token` is cancelled by now;
-    /// cancelled too if the body throws a cancellation through `token`; failed for any other error.
-    final func run(token: CancellationToken, _ body: () throws -> Value) {
+    /// Runs `body(argument)` as this future's job: cancelled without running if `token` is
+    /// cancelled by now; cancelled too if the body throws a cancellation through `token`; failed for
+    /// any other error. The argument is gone before the future completes, so whoever sees the
+    /// result may count on the future no longer keeping it.
+    final func run<Argument>(
+        token: CancellationToken, argument: consuming Argument, _ body: (Argument) throws -> Value
+    ) {
         if token.isCancellationRequested {
+            _ = consume argument
             _ = tryCancel(token: token)
             return
         }
         do {
-            _ = trySucceed(try body())
+            let value = try Self.call(body, with: consume argument)
+            _ = trySucceed(value)
         } catch {
             _ = tryComplete(throwing: error, ownToken: token)
         }
+    }
+
+    /// Calls `body`; `argument` ends with this call.
+    private static func call<Argument>(_ body: (Argument) throws -> Value, with argument: consuming Argument) throws
+        -> Value
+    {
+        try body(argument)
     }
 
     /// Runs `body` on the thread pool and returns a future of its result — for CPU work that should

@@ -121,13 +121,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
 
     public func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
         try check(token)
-        let word = continuation.job.retainedWord()
-        let (exchanged, found) = slot.compareExchange(
-            expected: SlotWord.empty, desired: word, ordering: .acquiringAndReleasing)
-        if exchanged { return }
-        Job.releaseWord(word)
-        guard found == SlotWord.completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
-        continuation.resumeAsynchronously()
+        if try !SlotWord.installSingle(continuation.job, in: slot) { continuation.resumeAsynchronously() }
     }
 
     public func getResult(token: UInt16) throws -> Value {

@@ -60,18 +60,6 @@ struct TimingWheel {
     /// look at. `nil` when the wheel is empty.
     var nextDeadline: UInt64? { nextExpiration()?.deadline }
 
-    /// Moves time forward to `now` and unlinks the timers due by then. Returns the first of them,
-    /// in deadline order, chained through `next` (each one's place is `nowhere`).
-    mutating func advance(to now: UInt64) -> TimerNode {
-        var first = TimerNode.none
-        var last = TimerNode.none
-        advance(to: now) { node in
-            if last == .none { first = node } else { last.next = node }
-            last = node
-        }
-        return first
-    }
-
     /// Moves time forward to `now` and hands each timer due by then to `expire`, in deadline order,
     /// unlinked (its place `nowhere`, its `next` empty). `expire` may let the timer go: the wheel
     /// does not touch it after the call.

@@ -26,13 +26,13 @@ enum ValueFutureSection {
         var started = ContinuousClock.now
         if AllocationMeter.isActive {
             // One uncounted miss first: the first delay ever starts the timer thread and the pool.
-            _ = try LookUp.start(key: 8).asFuture().wait()
+            _ = try ValueLookUp.start(key: 8).asFuture().wait()
             started = ContinuousClock.now
-            let count = AllocationMeter.allocations { pending = LookUp.start(key: 7) }
+            let count = AllocationMeter.allocations { pending = ValueLookUp.start(key: 7) }
             output("  lookUp(7) suspended at its await: \(count) allocations on the calling thread,")
             output("  (the boxed machine, and the delay, which is its own timer)")
         } else {
-            pending = LookUp.start(key: 7)
+            pending = ValueLookUp.start(key: 7)
             output("  lookUp(7) suspended at its await")
         }
         let miss = pending.take()!
@@ -59,13 +59,13 @@ enum ValueFutureSection {
         output("  await a ValueFuture holding its value:            \(awaitValueFuture.countText)")
 
         let hitAsValueFuture = try AllocationMeter.allocationsPerCall {
-            let awaiter = LookUp.start(key: 42).getAwaiter()
+            let awaiter = ValueLookUp.start(key: 42).getAwaiter()
             if awaiter.isCompleted { sum &+= try awaiter.getResult() }
         }
         output("  cache hit via ValueFutureMethodBuilder, awaited:  \(hitAsValueFuture.countText)")
 
         let hitAsFuture = try AllocationMeter.allocationsPerCall {
-            let awaiter = LookUpAsFuture.start(key: 42).getAwaiter()
+            let awaiter = FutureLookUp.start(key: 42).getAwaiter()
             if awaiter.isCompleted { sum &+= try awaiter.getResult() }
         }
         output("  cache hit via FutureMethodBuilder, awaited:       \(hitAsFuture.countText) (the Future itself)")
@@ -73,9 +73,20 @@ enum ValueFutureSection {
     }
 }
 
-/// `lookUp(key)` returning a `ValueFuture`: the cached value at once, or a 20 ms load.
-private struct LookUp: TourStateMachine {
-    var builder = ValueFutureMethodBuilder<Int>()
+/// What `LookUp` needs of its builder: the two ways a method ends.
+private protocol LookUpBuilder: AsyncMethodBuilder {
+    init()
+    mutating func setResult(_ value: Int)
+    mutating func setError(_ error: any Error)
+}
+
+extension ValueFutureMethodBuilder<Int>: LookUpBuilder {}
+extension FutureMethodBuilder<Int>: LookUpBuilder {}
+
+/// `lookUp(key)`: the cached value at once, or a 20 ms load. The same method body serves both
+/// return types; only the builder differs, as it would in a compiler's output.
+private struct LookUp<Builder: LookUpBuilder>: TourStateMachine {
+    var builder = Builder()
     var state = 0
     var load: FutureAwaiter<Void>?
     let key: Int
@@ -100,7 +111,13 @@ private struct LookUp: TourStateMachine {
             builder.setError(error)
         }
     }
+}
 
+private typealias ValueLookUp = LookUp<ValueFutureMethodBuilder<Int>>
+private typealias FutureLookUp = LookUp<FutureMethodBuilder<Int>>
+
+extension LookUp where Builder == ValueFutureMethodBuilder<Int> {
+    /// `lookUp(key)` returning a `ValueFuture`: a cache hit allocates nothing.
     static func start(key: Int) -> ValueFuture<Int> {
         var machine = LookUp(key: key)
         ValueFutureMethodBuilder.start(&machine)
@@ -108,36 +125,10 @@ private struct LookUp: TourStateMachine {
     }
 }
 
-/// The same method returning a `Future`: even a cache hit allocates the future it returns.
-private struct LookUpAsFuture: TourStateMachine {
-    var builder = FutureMethodBuilder<Int>()
-    var state = 0
-    var load: FutureAwaiter<Void>?
-    let key: Int
-
-    mutating func moveNext() {
-        do {
-            switch state {
-            case 0:
-                if let hit = ValueFutureSection.cache[key] {
-                    builder.setResult(hit)
-                    return
-                }
-                let awaiter = Future.delay(.milliseconds(20)).getAwaiter()
-                load = awaiter
-                if suspends(on: awaiter, resumingAt: 1) { return }
-                fallthrough
-            default:
-                try load!.getResult()
-                builder.setResult(key * 100)
-            }
-        } catch {
-            builder.setError(error)
-        }
-    }
-
+extension LookUp where Builder == FutureMethodBuilder<Int> {
+    /// `lookUp(key)` returning a `Future`: even a cache hit allocates the future it returns.
     static func start(key: Int) -> Future<Int> {
-        var machine = LookUpAsFuture(key: key)
+        var machine = LookUp(key: key)
         FutureMethodBuilder.start(&machine)
         return machine.builder.future
     }
