@@ -52,6 +52,9 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
     // MARK: The wheel alone (deterministic)
 
     @Test func theWheelExpiresEveryTimerAtItsTickInDeadlineOrderAndForgetsRemovedOnes() {
+        // Removals happen before and while time moves: of pending timers (wherever they are, after
+        // cascades have moved them and other removals have moved them within their slot), of
+        // expired ones (which still carry their last place) and of removed ones.
         var random = SplitMix(state: 42)
         var wheel = TimingWheel()
         let entries = (0..<3_000).map { _ in TimerEntry(deadline: 0) }
@@ -83,13 +86,28 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         var now: UInt64 = 0
         var previous: UInt64 = 0
         var seen = Set<TimerNode>()
+        var spent: [[TimerNode]] = []
         var steps = 0
+        var removedWhileRunning = 0
+        var refused = 0
         while wheel.count > 0 && steps < 100_000 {
             steps += 1
             // Steps of every size: single ticks, then ever longer jumps.
             now += 1 + random.next() % (steps < 2_000 ? 3 : UInt64(steps) * UInt64(steps) * 1_000)
             var expired: [TimerNode] = []
-            wheel.advance(to: now) { expired.append($0) }
+            wheel.advance(to: now, spent: &spent) { nodes in
+                #expect(Set(nodes.map { due[$0] }).count == 1, "an expired array is all of one tick")
+                expired.append(contentsOf: nodes)
+            }
+            if steps % 7 == 0 {
+                for _ in 0..<3 {
+                    let node = TimerNode(entries[Int(random.next() % UInt64(entries.count))])
+                    let pending = due[node] != nil && !seen.contains(node) && !expired.contains(node)
+                    #expect(wheel.remove(node) == pending)
+                    if pending { due[node] = nil }
+                    if pending { removedWhileRunning += 1 } else { refused += 1 }
+                }
+            }
             var last: UInt64 = 0
             for node in expired {
                 let tick = due[node]
@@ -101,11 +119,11 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
                     last = tick
                 }
                 #expect(seen.insert(node).inserted, "a timer expired twice")
-                #expect(node.place == TimingWheel.nowhere)
-                #expect(node.next == .none)
+                #expect(!wheel.contains(node))
             }
             previous = now
         }
+        #expect(removedWhileRunning > 20 && refused > 20)
         #expect(wheel.count == 0)
         #expect(seen.count == due.count)
         #expect(wheel.nextDeadline == nil)
@@ -116,7 +134,8 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
 
     @Test func aTimerDueAtOrBeforeTheWheelsTimeIsRefused() {
         var wheel = TimingWheel()
-        wheel.advance(to: 100) { _ in }
+        var spent: [[TimerNode]] = []
+        wheel.advance(to: 100, spent: &spent) { _ in }
         let entry = TimerEntry(deadline: 0)
         let atNow = wheel.insert(TimerNode(entry), at: 100)
         let before = wheel.insert(TimerNode(entry), at: 7)
@@ -124,7 +143,7 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(!atNow && !before && after)
         #expect(wheel.nextDeadline == 101)
         var expired: [TimerNode] = []
-        wheel.advance(to: 101) { expired.append($0) }
+        wheel.advance(to: 101, spent: &spent) { expired.append(contentsOf: $0) }
         #expect(expired == [TimerNode(entry)])
         withExtendedLifetime(entry) {}
     }
@@ -167,6 +186,33 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(delay.status == .failed)
         #expect(delay.error is InvalidArgumentError)
         #expect(throws: InvalidArgumentError.self) { try delay.wait() }
+    }
+
+    @Test func aDelayUntilAnInstantEndsThereAndNotBefore() throws {
+        // An instant that has passed, or is now, completes at once, as `Task.sleep(until:)` returns.
+        #expect(Future.delay(until: .now - .seconds(1)).status == .succeeded)
+        #expect(Future.delay(until: .now).status == .succeeded)
+
+        let deadline = ContinuousClock.now + .milliseconds(30)
+        let delays = (0..<3).map { _ in Future.delay(until: deadline) }
+        for delay in delays { try delay.wait(timeout: .seconds(10)) }
+        #expect(ContinuousClock.now >= deadline)
+
+        // Equal instants convert equally, and differences carry over exactly, however far apart
+        // the conversions are made.
+        let first = Clock.nanoseconds(of: deadline)
+        sleepForTests(milliseconds: 2)
+        #expect(Clock.nanoseconds(of: deadline) == first)
+        #expect(Clock.nanoseconds(of: deadline + .microseconds(1_500)) == first + 1_500_000)
+        #expect(Clock.nanoseconds(of: deadline + .seconds(Int64.max)) == .max)
+
+        let source = CancellationTokenSource()
+        let cancellable = Future.delay(until: .now + .seconds(3600), cancellation: source.token)
+        #expect(cancellable.status == .pending)
+        #expect(cancellable.diagnosticName.hasPrefix("delay(due in "))
+        source.cancel()
+        #expect(cancellable.status == .cancelled)
+        #expect(Future.delay(until: .now + .seconds(1), cancellation: source.token).status == .cancelled)
     }
 
     @Test func farDeadlinesDoNotOverflowAndCanBeCancelled() throws {
@@ -335,19 +381,26 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
 
     // MARK: Memory
 
-    @Test func aPendingDelayIsOneAllocationOfAt120Bytes() throws {
+    @Test func aPendingDelayIsOneAllocationOf104BytesAndAPlaceInTheWheel() throws {
         // Warm up: the timer thread and the first delay's metadata.
         try Future.delay(.milliseconds(1)).wait(timeout: .seconds(10))
         var delays: [Future<Void>] = []
         delays.reserveCapacity(1_000)
+        // The object alone: future, timer and wheel links, 104 bytes (a 112-byte glibc chunk).
+        var unscheduled: DelayFuture?
+        if let one = countAllocations({ unscheduled = DelayFuture() }) {
+            #expect(one.count == 1 && one.bytes <= 104)
+        }
+        withExtendedLifetime(unscheduled) {}
         let create = { for _ in 0..<1_000 { delays.append(Future.delay(.milliseconds(20))) } }
         // Under a sanitizer nothing is counted, and `countAllocations` does not run its body.
         let counted = sanitized ? nil : countAllocations(create)
         if sanitized { create() }
         if let counted {
-            // One object: future, timer and wheel links. 120 bytes is a 128-byte glibc chunk.
-            #expect(counted.count == 1_000)
-            #expect(counted.bytes <= 120 * 1_000)
+            // One object each, and the growth of the one or two slot arrays they land in: doubling
+            // from one place, at most 11 allocations each, and under 2 × 1,024 places of 8 bytes in all.
+            #expect(counted.count >= 1_000 && counted.count <= 1_000 + 2 * 11)
+            #expect(counted.bytes <= 104 * 1_000 + 2 * (2 * 1_024 * 8 + 11 * 32))
         }
         for delay in delays { try delay.wait(timeout: .seconds(10)) }
     }

@@ -182,8 +182,10 @@ func dispatchDelays() {
 
 // Every iteration sets 100,000 delays (200 in a quick run) that all end at one deadline a second
 // away, each with a continuation that counts it, and waits until the last has run; the metric is
-// how late that last continuation ran after the deadline. All four read the same clock. Dispatch
-// and NIO take the remaining time as a relative delay, computed at each call.
+// how late that last continuation ran after the deadline. All four take the deadline as an
+// instant: `ContinuousClock`'s for TaskMachine and Swift, converted once per iteration to NIO's
+// and Dispatch's clocks. (A relative delay computed at each call would let a preemption between
+// reading the clock and making the call push single delays back, and measure that instead.)
 
 /// How late, after the shared deadline, the last of the delays ran its continuation.
 let lastFiredLate = BenchmarkMetric.custom(
@@ -230,7 +232,7 @@ final class LastFired: Sendable {
         return lateness.load(ordering: .acquiring)
     }
 
-    /// What is left until the deadline, for the APIs that take a relative delay.
+    /// What is left until the deadline, to convert it to another clock.
     var remaining: Duration { max(.zero, deadline - .now) }
 }
 
@@ -242,11 +244,11 @@ extension Duration {
 
 func dueTogetherBenchmarks() {
     let name = "100,000 delays due together"
-    Benchmark("\(name): TaskMachine, Future.delay + continuation", configuration: dueTogetherConfiguration) {
+    Benchmark("\(name): TaskMachine, Future.delay(until:) + continuation", configuration: dueTogetherConfiguration) {
         benchmark in
         let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
         for _ in 0..<benchmark.operations {
-            Future.delay(fired.remaining).getAwaiter().onCompleted { fired.fire() }
+            Future.delay(until: fired.deadline).getAwaiter().onCompleted { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
     }
@@ -267,9 +269,9 @@ func dueTogetherBenchmarks() {
         benchmark in
         let loop = oneLoop.next()
         let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        let deadline = NIODeadline.now() + .nanoseconds(fired.remaining.totalMicroseconds * 1_000)
         for _ in 0..<benchmark.operations {
-            let nanoseconds = fired.remaining.totalMicroseconds * 1_000
-            loop.scheduleTask(in: .nanoseconds(nanoseconds)) { fired.fire() }
+            loop.scheduleTask(deadline: deadline) { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
     }
@@ -277,9 +279,9 @@ func dueTogetherBenchmarks() {
     Benchmark("\(name): peer, DispatchQueue.global().asyncAfter", configuration: dueTogetherConfiguration) {
         benchmark in
         let fired = LastFired(expected: benchmark.operations, deadline: .now + dueIn)
+        let deadline = DispatchTime.now() + .nanoseconds(Int(fired.remaining.totalMicroseconds * 1_000))
         for _ in 0..<benchmark.operations {
-            let nanoseconds = Int(fired.remaining.totalMicroseconds * 1_000)
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { fired.fire() }
+            DispatchQueue.global().asyncAfter(deadline: deadline) { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
     }

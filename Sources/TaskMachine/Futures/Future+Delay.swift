@@ -5,32 +5,37 @@ import Synchronization
 /// One object per delay: the timer thread hands the future itself to the pool as a job, and
 /// `runAsJob` completes it. Its completion reservation is the timer's claim, so firing and
 /// cancelling race on one atomic. A cancellable delay registers itself with its token's source,
-/// with no closure. 120 bytes (a 128-byte malloc chunk): the future's 80, the wheel's links (24),
-/// the source it registered with (8), its slot there and its duration for diagnostics (4 + 4).
+/// with no closure. 104 bytes (a 112-byte malloc chunk): the future's 75, the wheel's links (12,
+/// from 80), its registration slot (4) and the source it registered with (8). While pending it
+/// also takes 8 bytes in a slot array of the wheel.
 final class DelayFuture: Future<Void> {
     /// The wheel's bookkeeping; only under the timer queue's lock.
     final var timerLinks = TimerLinks()
-    /// The source this delay registered with, until it fires; set before the delay is scheduled,
-    /// read only by the fire, which the timer queue's lock orders after it.
-    @exclusivity(unchecked) private var source: CancellationTokenSource?
+    /// The source this delay registered with, and its slot there, until it fires; set before the
+    /// delay is scheduled, read only by the fire, which the timer queue's lock orders after it.
+    /// (The slot first: it fills the four bytes after the links.)
     @exclusivity(unchecked) private var registrationSlot: Int32 = 0
-    /// For `diagnosticName` only: whole milliseconds, `UInt32.max` for longer than 49 days.
-    private let milliseconds: UInt32
+    @exclusivity(unchecked) private var source: CancellationTokenSource?
 
-    init(duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        let (total, overflow) = seconds.multipliedReportingOverflow(by: 1_000)
-        milliseconds = overflow ? .max : UInt32(clamping: total + attoseconds / 1_000_000_000_000_000)
+    init() {
         super.init(runsContinuationsAsynchronously: false)
     }
 
+    /// `delay(due in 1.5 s)` while in the wheel, `delay(due)` once its time has come.
     override var diagnosticName: String {
-        milliseconds == .max ? "delay(over 49 days)" : "delay(\(Duration.milliseconds(milliseconds).readableText))"
+        guard let remaining = TimerQueue.shared.timeUntilDue(TimerNode(self)) else { return "delay(due)" }
+        return "delay(due in \(remaining.readableText))"
+    }
+
+    /// A delay ending at `deadline` (`Clock` nanoseconds), in the timer queue.
+    static func started(deadline: Int64, cancellation: CancellationToken) -> DelayFuture {
+        let future = DelayFuture()
+        future.start(deadline: deadline, cancellation: cancellation)
+        return future
     }
 
     /// Hooks up `token`, then puts the delay in the timer queue.
-    func start(after duration: Duration, cancellation token: CancellationToken) {
-        let deadline = Clock.deadline(after: duration)
+    private func start(deadline: Int64, cancellation token: CancellationToken) {
         if let tokenSource = token.source, let slot = tokenSource.register(future: self) {
             source = tokenSource
             registrationSlot = slot
@@ -74,9 +79,29 @@ extension Future where Value == Void {
         }
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if duration == .zero { return .completed }
-        let future = DelayFuture(duration: duration)
-        future.start(after: duration, cancellation: cancellation)
-        return future
+        // The clock first: time spent allocating (an allocator busy on another thread can hold
+        // it up) must not push the deadline back.
+        return DelayFuture.started(deadline: Clock.deadline(after: duration), cancellation: cancellation)
+    }
+
+    /// A future that succeeds once the continuous clock reaches `deadline`, holding no thread while
+    /// it waits; like `Task.sleep(until:clock:)`, a deadline that has passed completes it at once.
+    ///
+    /// Many operations that must end together can share one deadline this way, where durations
+    /// each measured from their own call would drift apart by the time between the calls (or by
+    /// a preemption between reading the time and making the call).
+    ///
+    /// - Parameters:
+    ///   - deadline: an instant of `ContinuousClock`.
+    ///   - cancellation: cancelling it ends the delay early, *cancelled*.
+    /// - Returns: the delay's future; a cancelled one when `cancellation` is cancelled already.
+    public static func delay(
+        until deadline: ContinuousClock.Instant, cancellation: CancellationToken = .none
+    ) -> Future<Void> {
+        if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
+        let nanoseconds = Clock.nanoseconds(of: deadline)
+        guard nanoseconds > Clock.now else { return .completed }
+        return DelayFuture.started(deadline: nanoseconds, cancellation: cancellation)
     }
 }
 

@@ -1,23 +1,24 @@
-/// Where a timer sits in the timing wheel: its neighbours in a slot's list, its deadline in wheel
-/// ticks and the slot it is in.
+import CTaskMachine
+
+/// Where a timer sits in the timing wheel: its deadline in wheel ticks, the slot it is in and its
+/// index in that slot's array.
 ///
-/// It lives inside the timer itself (a `TimerEntry` or a `DelayFuture`), so the wheel allocates
-/// nothing per timer and unlinks one in O(1). 24 bytes. Read and written only under the timer
-/// queue's lock, except `next` of an expired timer, which the timer thread alone reads after
-/// unlocking (no other thread writes the links of a timer that has left the wheel).
+/// It lives inside the timer itself (a `TimerEntry` or a `DelayFuture`), so the wheel finds and
+/// unlinks a timer in O(1). 12 bytes. Read and written only under the timer queue's lock.
 struct TimerLinks {
-    var next = TimerNode.none
-    var previous = TimerNode.none
     /// The deadline in ticks in the high 48 bits (2^48 ms is 8,900 years; `Int64.max` ns is under
-    /// 2^44 ms), the place in the low 16: one word instead of two keeps a delay within 128 bytes.
+    /// 2^44 ms), the place in the low 16: one word instead of two keeps a delay small.
     private var packed = UInt64(TimingWheel.nowhere)
+    /// The timer's index in its slot's array.
+    var index: UInt32 = 0
 
     var tick: UInt64 {
         get { packed >> 16 }
         set { packed = newValue << 16 | (packed & 0xFFFF) }
     }
 
-    /// `level * 64 + slot`, `TimingWheel.farPlace`, or `TimingWheel.nowhere` when not in the wheel.
+    /// `level * 64 + slot`, `TimingWheel.farPlace`, or `TimingWheel.nowhere` when never linked or
+    /// removed. An expired timer keeps its last place (see `TimingWheel`).
     var place: UInt16 {
         get { UInt16(truncatingIfNeeded: packed) }
         set { packed = (packed & ~0xFFFF) | UInt64(newValue) }
@@ -35,10 +36,6 @@ struct TimerNode: Hashable {
 
     private static let delayTag: UInt = 1
 
-    static let none = TimerNode(word: 0)
-
-    private init(word: UInt) { self.word = word }
-
     init(_ entry: TimerEntry) {
         word = UInt(bitPattern: Unmanaged.passUnretained(entry).toOpaque())
     }
@@ -54,9 +51,7 @@ struct TimerNode: Hashable {
     private var isDelay: Bool { word & TimerNode.delayTag != 0 }
 
     /// The node's links, read without retain or release (the caller holds the node alive: the
-    /// wheel's retain, or its own reference). A plain read, not an `inout` access: the timer thread
-    /// reads `next` of an expired timer outside the lock while a cancel may read its `place` under
-    /// it, and two reads do not race.
+    /// wheel's retain, or its own reference). A plain read, not an `inout` access.
     @inline(__always)
     private var links: TimerLinks {
         if isDelay {
@@ -75,14 +70,9 @@ struct TimerNode: Hashable {
         }
     }
 
-    var next: TimerNode {
-        get { links.next }
-        nonmutating set { updateLinks { $0.next = newValue } }
-    }
-
-    var previous: TimerNode {
-        get { links.previous }
-        nonmutating set { updateLinks { $0.previous = newValue } }
+    var index: UInt32 {
+        get { links.index }
+        nonmutating set { updateLinks { $0.index = newValue } }
     }
 
     var tick: UInt64 {
@@ -113,6 +103,25 @@ struct TimerNode: Hashable {
         } else {
             _ = Unmanaged<TimerEntry>.fromOpaque(pointer).retain()
         }
+    }
+
+    /// Starts loading the timer's first two cache lines, which running it reads and writes.
+    func prefetch() {
+        tm_prefetch_for_write(pointer)
+        tm_prefetch_for_write(pointer + 64)
+        tm_prefetch_for_write(pointer + 127)
+    }
+
+    /// Starts loading the first continuation of a delay, once the delay itself is in the cache: the
+    /// job it completes into is the next object firing it reads.
+    func prefetchContinuation() {
+        guard isDelay else { return }
+        let word = Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef {
+            $0.slot.load(ordering: .relaxed)
+        }
+        guard SlotWord.isJob(word), let job = UnsafeRawPointer(bitPattern: word & ~SlotWord.itemTag) else { return }
+        tm_prefetch_for_write(job)
+        tm_prefetch_for_write(job + 64)
     }
 
     /// Drops the wheel's reference to a node that was unlinked; may free it, so call it outside the

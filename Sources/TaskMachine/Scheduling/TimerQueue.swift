@@ -88,10 +88,10 @@ struct TimerQueueState {
         return .wake
     }
 
-    /// The timer thread's turn: hands what is due by `now` to `expire`, and says until when to
-    /// sleep.
-    mutating func expire(now: UInt64, _ expire: (TimerNode) -> Void) -> UInt64 {
-        wheel.advance(to: now, expire)
+    /// The timer thread's turn: hands what is due by `now` to `expire`, an array of timers at a
+    /// time, the arrays it emptied to `spent`, and says until when to sleep.
+    mutating func expire(now: UInt64, spent: inout [[TimerNode]], _ expire: ([TimerNode]) -> Void) -> UInt64 {
+        wheel.advance(to: now, spent: &spent, expire)
         sleepingUntil = wheel.nextDeadline ?? .max
         return sleepingUntil
     }
@@ -110,20 +110,16 @@ struct TimerQueueState {
 /// before firing. So a timer is unlinked exactly once, and fires or is cancelled exactly once.
 ///
 /// Memory: a `TimerEntry` carries its links; a delay is its own timer (`DelayFuture`), one
-/// 120-byte allocation in all. The wheel holds one retain on each linked timer.
+/// allocation, plus its place in a slot's array. The wheel holds one retain on each linked timer.
 final class TimerQueue {
     static let shared = TimerQueue(threadName: "timer")
 
     /// One tick of the wheel: 1 ms.
     static let nanosecondsPerTick: Int64 = 1_000_000
 
-    /// Expired timers per pool job.
-    static let timersPerBatch = 64
     /// Expired timers a worker runs one after another; a longer batch first hands its back half
     /// back to the pool, where another worker can take it.
     static let timersRunTogether = 16
-    /// Batches handed to the pool under one lock of its queue.
-    static let batchesPerHandOver = 4
 
     private let state = Locked(TimerQueueState())
     private let parker = Parker()
@@ -173,6 +169,12 @@ final class TimerQueue {
         }
     }
 
+    /// The time left until `node`'s tick, while it is in the wheel.
+    func timeUntilDue(_ node: TimerNode) -> Duration? {
+        guard let tick = state.withLock({ $0.wheel.contains(node) ? node.tick : nil }) else { return nil }
+        return .nanoseconds(nanoseconds(untilTick: tick))
+    }
+
     /// Timers waiting in the wheel for their deadline: neither handed to the pool nor cancelled.
     var pendingCount: Int { state.withLock { $0.wheel.count } }
 
@@ -205,34 +207,25 @@ final class TimerQueue {
     // MARK: The timer thread
 
     private func run() {
-        // Expired timers go to the pool in batches, each one job, while the wheel is still being
-        // walked, so workers start on the first ones at once and take a queue slot per batch.
-        var batch: ExpiredTimers?
-        var ready: [Job] = []
+        // The wheel hands over each expired slot as an array, without touching its timers; each
+        // array becomes one pool job, whose workers split it by index.
+        var expired: [[TimerNode]] = []
+        var spent: [[TimerNode]] = []
+        var jobs: [Job] = []
         while true {
             let now = Clock.now
             let sleepUntil = state.withLock { state -> UInt64? in
                 guard !state.stopping else { return nil }
-                return state.expire(now: tick(ofNow: now)) { node in
-                    let current = batch ?? ExpiredTimers()
-                    batch = current
-                    if current.append(node) {
-                        ready.append(.item(current))
-                        batch = nil
-                        if ready.count == TimerQueue.batchesPerHandOver {
-                            ThreadPool.shared.enqueue(contentsOf: ready)
-                            ready.removeAll(keepingCapacity: true)
-                        }
-                    }
-                }
+                return state.expire(now: tick(ofNow: now), spent: &spent) { expired.append($0) }
             }
             guard let sleepUntil else { return }
-            if let last = batch {
-                ready.append(.item(last))
-                batch = nil
+            spent.removeAll(keepingCapacity: true)
+            if !expired.isEmpty {
+                for nodes in expired { jobs.append(.item(ExpiredTimers(nodes))) }
+                expired.removeAll(keepingCapacity: true)
+                ThreadPool.shared.enqueue(contentsOf: jobs)
+                jobs.removeAll(keepingCapacity: true)
             }
-            ThreadPool.shared.enqueue(contentsOf: ready)
-            ready.removeAll(keepingCapacity: true)
             if sleepUntil == .max {
                 parker.park()
             } else {
@@ -256,65 +249,59 @@ final class TimerQueue {
 // All mutable state is inside the lock or atomics.
 extension TimerQueue: @unchecked Sendable {}
 
-/// Expired timers run as one pool job, in deadline order: a batch costs the pool one queue slot
-/// and one hand-over, rather than one per timer. The timers are chained through their own `next`
-/// links, which the wheel no longer uses once they have expired, and each holds the wheel's
-/// retain. A batch is `count` links from `first`: splitting one writes no link.
+/// Expired timers of one tick, run as one pool job: a slot's whole array, from the wheel as it
+/// was, each timer holding the wheel's retain. A worker splits a long run by index (no timer is
+/// touched to split it), handing the back half to the pool until `timersRunTogether` are left.
 final class ExpiredTimers: WorkItem {
-    private var first = TimerNode.none
-    private var last = TimerNode.none
-    private var count = 0
+    private let nodes: [TimerNode]
+    /// The range still to run: `start..<end`.
+    private var start: Int
+    private var end: Int
 
-    override init(context: SynchronizationContext? = nil) {
-        super.init(context: context)
-    }
+    /// How far ahead of the timer being run the next one is prefetched.
+    private static let prefetchDistance = 16
 
-    private init(first: TimerNode, count: Int) {
-        self.first = first
-        self.count = count
+    init(_ nodes: [TimerNode]) {
+        self.nodes = nodes
+        start = 0
+        end = nodes.count
         super.init()
     }
 
-    /// Chains `node`, still under the timer queue's lock; returns whether the batch is full.
-    func append(_ node: TimerNode) -> Bool {
-        if last == .none { first = node } else { last.next = node }
-        last = node
-        count += 1
-        return count == TimerQueue.timersPerBatch
+    private init(_ nodes: [TimerNode], start: Int, end: Int) {
+        self.nodes = nodes
+        self.start = start
+        self.end = end
+        super.init()
     }
 
     override func run() {
         // Expiring a delay runs its continuations here, and one of them may take long: first hand
-        // the back half of a long batch to the pool, again and again, so that the other workers
-        // can take it rather than wait behind this one.
-        while count > TimerQueue.timersRunTogether {
-            let keep = count / 2
-            var middle = first
-            for _ in 0..<keep { middle = middle.next }
-            ThreadPool.shared.enqueueStealable(.item(ExpiredTimers(first: middle, count: count - keep)))
-            count = keep
+        // the back half of a long run to the pool, again and again, so that the other workers can
+        // take it rather than wait behind this one.
+        while end - start > TimerQueue.timersRunTogether {
+            let middle = start + (end - start) / 2
+            ThreadPool.shared.enqueueStealable(.item(ExpiredTimers(nodes, start: middle, end: end)))
+            end = middle
         }
-        var node = first
-        var left = count
-        first = .none
-        count = 0
-        while left > 0 {
-            // Read before the timer runs: it may be freed as soon as its job is done.
-            let next = node.next
-            node.takeJob().run()
-            node = next
-            left -= 1
+        let first = start
+        let last = end
+        start = end
+        for index in first..<last {
+            // The timers lie anywhere on the heap: have the next ones on their way meanwhile.
+            if index + ExpiredTimers.prefetchDistance < last {
+                nodes[index + ExpiredTimers.prefetchDistance].prefetch()
+            }
+            if index + ExpiredTimers.prefetchDistance / 2 < last {
+                nodes[index + ExpiredTimers.prefetchDistance / 2].prefetchContinuation()
+            }
+            nodes[index].takeJob().run()
         }
     }
 
     deinit {
-        // A batch dropped before it ran (a pool that never ran it) gives the wheel's retains back.
-        var node = first
-        for _ in 0..<count {
-            let next = node.next
-            node.release()
-            node = next
-        }
+        // A job dropped before it ran (a pool that never ran it) gives the wheel's retains back.
+        for index in start..<end { nodes[index].release() }
     }
 }
 
@@ -322,6 +309,6 @@ final class ExpiredTimers: WorkItem {
 // queue's lock guards.
 extension TimerEntry: @unchecked Sendable {}
 
-// Safe to share: filled under the timer queue's lock, handed to the pool through its queue's lock,
-// then run by one worker.
+// Safe to share: made by the timer thread, handed to the pool through its queue's lock, then run
+// by one worker; the array it shares with the jobs split from it is never written.
 extension ExpiredTimers: @unchecked Sendable {}
