@@ -83,6 +83,14 @@ protocol JobRegisteringAwaiter {
     func register(item: WorkItem) throws
 }
 
+extension JobRegisteringAwaiter {
+    /// Registers `box` on `awaiter`, an awaiter whose type is `Self` (a builder checked its type).
+    @inlinable
+    static func register<A>(_ awaiter: A, box: AnyFuture) throws {
+        try unsafeBitCast(awaiter, to: Self.self).register(box: box)
+    }
+}
+
 extension AnyFuture {
     /// Registers `box` (a suspended state machine) to resume when this future completes.
     ///
@@ -90,9 +98,15 @@ extension AnyFuture {
     /// registering thread, unless `continueOnCapturedContext` is `false`.
     @usableFromInline
     final func registerAwait(of box: AnyFuture, continueOnCapturedContext: Bool) {
-        let context = continueOnCapturedContext ? SynchronizationContext.current : nil
-        box.resumeContext = context
-        context?.trackSuspended(box, awaiting: self)
+        // Tested before anything is stored: with no context (the common case) there is nothing to
+        // retain or release, and a box registers with no context left from an earlier await
+        // (`runAsJob` clears it before resuming).
+        if continueOnCapturedContext, let context = SynchronizationContext.current {
+            box.resumeContext = context
+            context.trackSuspended(box, awaiting: self)
+        } else if box.resumeContext != nil {
+            box.resumeContext = nil
+        }
         onCompletion(.future(box))
     }
 

@@ -22,7 +22,7 @@ open class SynchronizationContext {
 
     /// The calling thread's context, or `nil`. Each thread has its own.
     public static var current: SynchronizationContext? {
-        get { ThreadState.currentIfPresent?.synchronizationContext }
+        get { ThreadState.withCurrentIfPresent { $0?.synchronizationContext } }
         set { ThreadState.current.synchronizationContext = newValue }
     }
 

@@ -16,22 +16,25 @@ enum Continuations {
     ///   the continuation is not the first of several, or when registration found the future done.
     @usableFromInline
     static func dispatch(_ job: Job, mayRunInline requested: Bool) {
-        // One thread-local read serves every check below.
-        let state = requested ? ThreadState.current : nil
-        var mayRunInline = requested
-        // A machine resumed from inside its own moveNext (an awaiter that calls back while it is
-        // being registered) is queued: running it here would enter the same machine twice.
-        if let state, case .future(let future) = job, state.runningBox == ObjectIdentifier(future) {
-            mayRunInline = false
-        }
-        if let context = job.context {
-            if mayRunInline, let state, state.synchronizationContext === context {
-                runInline(job, state: state)
-            } else {
-                context.enqueue(job)
+        guard requested else { return enqueue(job) }
+        // One thread-local read, borrowed (no retain), serves every check below.
+        ThreadState.withCurrent { state in
+            // A machine resumed from inside its own moveNext (an awaiter that calls back while it is
+            // being registered) is queued: running it here would enter the same machine twice.
+            if case .future(let future) = job, state.runningBox == ObjectIdentifier(future) {
+                return enqueue(job)
             }
-        } else if mayRunInline, let state {
+            if let context = job.context, state.synchronizationContext !== context {
+                return context.enqueue(job)
+            }
             runInline(job, state: state)
+        }
+    }
+
+    /// Queues `job` on its context, or on the pool when it has none.
+    static func enqueue(_ job: Job) {
+        if let context = job.context {
+            context.enqueue(job)
         } else {
             ThreadPool.shared.enqueue(job)
         }
@@ -51,14 +54,14 @@ enum Continuations {
         }
         state.inlineDepth += 1
         job.run()
-        if state.inlineDepth == 1 {
+        // The emptiness test here, not in a call: the outermost run nearly always finds none.
+        if state.inlineDepth == 1 && !state.deferred.isEmpty {
             drainDeferred(state)
         }
         state.inlineDepth -= 1
     }
 
     private static func drainDeferred(_ state: ThreadState) {
-        guard !state.deferred.isEmpty else { return }
         while state.deferredHead < state.deferred.count {
             let next = state.deferred[state.deferredHead]
             state.deferredHead += 1

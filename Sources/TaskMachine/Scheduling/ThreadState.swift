@@ -63,6 +63,24 @@ final class ThreadState {
         }
     }
 
+    /// Runs `body` with the calling thread's state (created on first use), borrowed: no retain and
+    /// release around it, which reading ``current`` into a local costs on every continuation.
+    ///
+    /// Safe because the thread-local pointer holds a retain that only the thread's own exit drops
+    /// (the pthread key's destructor), so the state outlives any call made on its thread.
+    @inline(__always)
+    static func withCurrent<Result>(_ body: (ThreadState) throws -> Result) rethrows -> Result {
+        let raw = tm_thread_state_get() ?? Unmanaged.passUnretained(adoptCurrentThread(name: nil, role: nil)).toOpaque()
+        return try Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
+    }
+
+    /// Like ``withCurrent(_:)``, but `nil` for a thread that has no state yet; never creates it.
+    @inline(__always)
+    static func withCurrentIfPresent<Result>(_ body: (ThreadState?) throws -> Result) rethrows -> Result {
+        guard let raw = tm_thread_state_get() else { return try body(nil) }
+        return try Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
+    }
+
     /// The calling thread's state if it has one; never creates it.
     static var currentIfPresent: ThreadState? {
         guard let raw = tm_thread_state_get() else { return nil }

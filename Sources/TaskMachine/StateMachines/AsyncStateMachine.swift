@@ -84,50 +84,82 @@ extension AsyncStateMachine {
     }
 }
 
-/// What a state machine's box holds: `Machine?`, the machine until it has finished.
-///
-/// The box is generic over the slot's type rather than over the machine's, so that every
-/// operation on the optional — resuming through it, clearing it, destroying it with the box — uses
-/// the metadata the box's own type carries. Generic over the machine, the box's unspecialized code
-/// (its `deinit` and its job entry point, which the runtime reaches through the class's vtable)
-/// would look up `Optional<Machine>`'s metadata in the runtime's cache at every use.
-@usableFromInline
-protocol MachineSlot {
-    /// Runs the machine's next segment.
-    mutating func resume()
-    /// Drops the machine.
-    mutating func clear()
-    /// The machine's type, for diagnostics.
-    static var machineName: String { get }
-}
-
-extension Optional: MachineSlot where Wrapped: AsyncStateMachine {
-    @usableFromInline
-    mutating func resume() { self!.moveNext() }
-
-    @usableFromInline
-    mutating func clear() { self = nil }
-
-    @usableFromInline
-    static var machineName: String { "\(Wrapped.self)" }
-}
-
 /// The heap box of a suspended state machine: a future of the method's result, and the job that
-/// resumes the machine. `Slot` is `Machine?` (see ``MachineSlot``).
+/// resumes the machine.
+///
+/// The machine lives in `storage`, raw words (`Storage` is a tuple of `UInt`s at least as large
+/// as the machine, or ``OutOfLineMachine`` for a machine too large or too aligned for them), not
+/// in a `Machine?`. The box's own code is unspecialized — the runtime reaches its `deinit` and its
+/// job entry point through the class's vtable — and every operation on a `Machine?` there goes
+/// through `Optional`'s generic value witnesses, which ask the machine's for its enum tag: about 150
+/// instructions just to destroy the `nil` left behind by a finished machine. Over raw words, the
+/// box resumes and destroys the machine through the machine's own conformance and value witnesses
+/// (the compiler's code for that very type), and destroying the words themselves costs nothing.
+/// `finished` says whether the words hold a machine.
 @usableFromInline
-final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: MachineBox<Value> {
-    /// The machine; dropped once it has completed, as the frame of a finished call would be. A
-    /// finished machine holding the future it awaited would otherwise keep a whole chain of futures
-    /// alive, and releasing a long chain at once would recurse through every deinit.
+final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable>: MachineBox<Value> {
+    /// The machine's words; it is dropped once it has completed, as the frame of a finished call
+    /// would be. A finished machine holding the future it awaited would otherwise keep a whole
+    /// chain of futures alive, and releasing a long chain at once would recurse through every deinit.
     ///
     /// Exclusivity is checked statically only: one resumption runs the machine at a time (the
     /// runtime's contract), and the dynamic check costs a thread-local access set per resumption.
-    @usableFromInline @exclusivity(unchecked) var machine: Slot
+    @usableFromInline @exclusivity(unchecked) var storage: Storage
 
+    /// Where `storage` starts in every box: after the fields of `MachineBox`, which do not depend
+    /// on any type parameter, at a word boundary (every `Storage` is word-aligned). A constant
+    /// rather than the address of `storage`, because the box's unspecialized code reaches a stored
+    /// property of a generic type through a generic, out-of-line `withUnsafeMutablePointer`. The
+    /// initializer asserts it, and a test checks it for several machines.
+    @usableFromInline
+    static var storageOffset: Int { heapObjectHeaderSize + 72 }
+
+    /// A box holding `machine`; `storage` is zeroed words, or the out-of-line memory it goes to.
     @inlinable
-    init(machine: Slot, pooled: Bool) {
-        self.machine = machine
+    init(machine: Machine, storage: Storage, pooled: Bool) {
+        self.storage = storage
         super.init(pooled: pooled)
+        assert(
+            withUnsafeMutablePointer(to: &self.storage) { UnsafeMutableRawPointer($0) }
+                == Unmanaged.passUnretained(self).toOpaque() + Self.storageOffset,
+            "StateMachineBox.storageOffset is not where the storage is")
+        machineMemory.bindMemory(to: Machine.self, capacity: 1).initialize(to: machine)
+    }
+
+    /// The machine's memory: in the box's words, or the memory an ``OutOfLineMachine`` points to.
+    @inlinable
+    var machineMemory: UnsafeMutableRawPointer {
+        let words = Unmanaged.passUnretained(self).toOpaque() + Self.storageOffset
+        return Storage.self == OutOfLineMachine.self ? words.load(as: UnsafeMutableRawPointer.self) : words
+    }
+
+    /// The machine, which must be there (the box has not finished). Only one resumption runs the
+    /// machine at a time, so the address is used by one thread at a time.
+    @inlinable
+    var machine: UnsafeMutablePointer<Machine> {
+        machineMemory.assumingMemoryBound(to: Machine.self)
+    }
+
+    /// Puts `machine` into a recycled box, whose machine was dropped when its last use finished.
+    @inlinable
+    func install(_ machine: Machine) {
+        machineMemory.bindMemory(to: Machine.self, capacity: 1).initialize(to: machine)
+        finished = false
+    }
+
+    /// Drops the machine and marks the box finished.
+    private func dropMachine() {
+        finished = true
+        // `move()` rather than `deinitialize(count: 1)`, which unspecialized code does through
+        // the runtime's `swift_arrayDestroy`.
+        _ = machine.move()
+    }
+
+    deinit {
+        // A box dropped before its method finished (it awaited something that never completed)
+        // still holds its machine.
+        if !finished { dropMachine() }
+        if Storage.self == OutOfLineMachine.self { machineMemory.deallocate() }
     }
 
     override func runAsJob() {
@@ -140,20 +172,34 @@ final class StateMachineBox<Slot: MachineSlot, Value: Sendable>: MachineBox<Valu
         // resumption can complete the future, which publishes it to whoever sees the completion.
         let resumption = resumptions.load(ordering: .relaxed) &+ 1
         resumptions.store(resumption, ordering: .relaxed)
-        let thread = ThreadState.current
-        let outer = thread.runningBox
-        thread.runningBox = ObjectIdentifier(self)
-        machine.resume()
-        thread.runningBox = outer
+        ThreadState.withCurrent { thread in
+            let outer = thread.runningBox
+            thread.runningBox = ObjectIdentifier(self)
+            machine.pointee.moveNext()
+            thread.runningBox = outer
+        }
         // Completed, and by this resumption (no later one started): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
-            finished = true
-            machine.clear()
+            dropMachine()
             if isPooled { release(.method) }
         }
     }
 
-    override var diagnosticName: String { Slot.machineName }
+    override var diagnosticName: String { "\(Machine.self)" }
+}
+
+/// The storage of a machine that does not fit the word tuples of ``MachineWords`` (larger than
+/// 32 words, or aligned beyond a word): a pointer to memory of its own, allocated with the box and
+/// freed with it.
+@usableFromInline
+struct OutOfLineMachine {
+    @usableFromInline
+    let memory: UnsafeMutableRawPointer
+
+    @inlinable
+    init<Machine>(for _: Machine.Type) {
+        memory = .allocate(byteCount: MemoryLayout<Machine>.size, alignment: MemoryLayout<Machine>.alignment)
+    }
 }
 
 /// How a builder refers to its box: the stack copy of the machine owns it, the boxed copy only
@@ -170,6 +216,20 @@ enum BoxReference<Value: Sendable> {
         case .none: nil
         case .owned(let future): future
         case .inside(let box): box.takeUnretainedValue()
+        }
+    }
+
+    /// Runs `body` on the method's future, if there is one yet, and returns what it returns.
+    ///
+    /// Borrowed, with no retain and release: a stack copy's builder owns its future, and a builder
+    /// inside a box runs only while its box runs the machine, which whoever runs the box as a job
+    /// holds a reference to for the whole run.
+    @inlinable @inline(__always)
+    func withFuture<Result>(_ body: (Future<Value>) -> Result) -> Result? {
+        switch self {
+        case .none: nil
+        case .owned(let future): body(future)
+        case .inside(let box): box._withUnsafeGuaranteedRef(body)
         }
     }
 
@@ -200,36 +260,84 @@ extension BoxingMethodBuilder {
     static var poolsBoxes: Bool { false }
 
     /// The machine's box, created and filled with a copy of the machine on the first suspension.
+    ///
+    /// Unretained: `machine`'s builder owns the box (or, for the boxed copy, the box is running the
+    /// machine), so it lives at least as long as the caller's `machine`.
     @inlinable
-    static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Future<Value>
+    static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Unmanaged<Future<Value>>
     where Machine.Builder == Self {
         var builder = machine.builder
-        if let existing = builder.box.future { return existing }
-        typealias Box = StateMachineBox<Machine?, Value>
+        switch builder.box {
+        case .none: break
+        case .owned(let box): return Unmanaged.passUnretained(box)
+        case .inside(let box): return box
+        }
+        // The smallest word tuple the machine fits in; specialized, all but one branch folds away.
+        if MemoryLayout<Machine>.alignment <= MemoryLayout<UInt>.alignment {
+            switch (MemoryLayout<Machine>.size + MemoryLayout<UInt>.size - 1) / MemoryLayout<UInt>.size {
+            case 0, 1: return makeBox(for: &machine, builder: &builder) { MachineWords.w1 }
+            case 2: return makeBox(for: &machine, builder: &builder) { MachineWords.w2 }
+            case 3: return makeBox(for: &machine, builder: &builder) { MachineWords.w3 }
+            case 4: return makeBox(for: &machine, builder: &builder) { MachineWords.w4 }
+            case 5: return makeBox(for: &machine, builder: &builder) { MachineWords.w5 }
+            case 6: return makeBox(for: &machine, builder: &builder) { MachineWords.w6 }
+            case 7: return makeBox(for: &machine, builder: &builder) { MachineWords.w7 }
+            case 8: return makeBox(for: &machine, builder: &builder) { MachineWords.w8 }
+            case 9...10: return makeBox(for: &machine, builder: &builder) { MachineWords.w10 }
+            case 11...12: return makeBox(for: &machine, builder: &builder) { MachineWords.w12 }
+            case 13...14: return makeBox(for: &machine, builder: &builder) { MachineWords.w14 }
+            case 15...16: return makeBox(for: &machine, builder: &builder) { MachineWords.w16 }
+            case 17...20: return makeBox(for: &machine, builder: &builder) { MachineWords.w20 }
+            case 21...24: return makeBox(for: &machine, builder: &builder) { MachineWords.w24 }
+            case 25...32: return makeBox(for: &machine, builder: &builder) { MachineWords.w32 }
+            default: break
+            }
+        }
+        return makeBox(for: &machine, builder: &builder) { OutOfLineMachine(for: Machine.self) }
+    }
+
+    /// Boxes `machine`, whose builder `builder` is a copy of, in a box with the storage `storage`
+    /// makes, or in a recycled box of the same type.
+    @inlinable
+    static func makeBox<Machine: AsyncStateMachine, Storage>(
+        for machine: inout Machine, builder: inout Self, storage: () -> Storage
+    ) -> Unmanaged<Future<Value>>
+    where Machine.Builder == Self {
+        typealias Box = StateMachineBox<Machine, Storage, Value>
         let box: Box
         if Self.poolsBoxes, let recycled = BoxCache.take(ObjectIdentifier(Box.self)) {
             box = unsafeDowncast(recycled, to: Box.self)
-            box.machine = machine
+            box.install(machine)
         } else {
-            box = Box(machine: machine, pooled: Self.poolsBoxes)
+            box = Box(machine: machine, storage: storage(), pooled: Self.poolsBoxes)
         }
         // Read-modify-write through the getter and setter: unspecialized code reaching `builder`
         // through a `modify` accessor may allocate the coroutine's frame.
-        builder.box = .inside(Unmanaged.passUnretained(box))
-        box.machine!.builder = builder
-        builder.box = .owned(box)
+        let unretained = Unmanaged<Future<Value>>.passUnretained(box)
+        builder.box = .inside(unretained)
+        box.machine.pointee.builder = builder
+        builder.box = .owned(consume box)  // the stack copy's reference: the box's one retain
         machine.builder = builder
-        return box
+        return unretained
     }
 
     /// Registers the machine's box on `awaiter`.
     @inlinable
     static func suspend<A: Awaiter, Machine: AsyncStateMachine>(on awaiter: A, _ machine: inout Machine)
     where Machine.Builder == Self {
-        let box = box(for: &machine)
+        // Borrowed: `machine`, the caller's, owns the box until after this returns (see `box(for:)`),
+        // so no retain and release around the registration.
+        box(for: &machine)._withUnsafeGuaranteedRef { register(box: $0, on: awaiter) }
+    }
+
+    /// Registers `box` on `awaiter`: directly with the runtime's own awaiters, else as a closure.
+    @inlinable
+    static func register<A: Awaiter>(box: Future<Value>, on awaiter: A) {
         do {
-            if let runtimeAwaiter = awaiter as? any JobRegisteringAwaiter {
-                try runtimeAwaiter.register(box: box)
+            // Cast the type, not the value: specialized, the test folds away either way, but a value
+            // cast builds an existential box for the awaiter (and copies it) that the optimizer keeps.
+            if let runtimeAwaiter = A.self as? any JobRegisteringAwaiter.Type {
+                try runtimeAwaiter.register(awaiter, box: box)
             } else {
                 try awaiter.unsafeOnCompleted { Continuations.dispatch(.future(box), mayRunInline: true) }
             }

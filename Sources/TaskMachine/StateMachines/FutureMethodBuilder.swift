@@ -28,9 +28,7 @@ public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     /// Completes the method with `value`.
     @inlinable
     public mutating func setResult(_ value: Value) {
-        if let future = box.future {
-            _ = future.trySucceed(value)
-        } else {
+        if box.withFuture({ $0.trySucceed(value) }) == nil {
             box = .owned(Future(completedWith: value))
         }
     }

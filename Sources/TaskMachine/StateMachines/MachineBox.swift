@@ -22,8 +22,9 @@ class MachineBox<Value: Sendable>: Future<Value> {
     /// thread while the caller still asks whether the box is pooled.
     @usableFromInline
     let holders = Atomic<UInt8>(0)
-    /// Set once the machine is dropped; only the one resumption running touches it.
-    @exclusivity(unchecked) final var finished = false
+    /// Set once the machine is dropped, and while a recycled box waits in a cache for its next
+    /// machine; only the one resumption running touches it.
+    @usableFromInline @exclusivity(unchecked) final var finished = false
 
     @usableFromInline
     static var pooledBit: UInt8 { 4 }
@@ -57,8 +58,8 @@ class MachineBox<Value: Sendable>: Future<Value> {
 
     /// Resets the box for its next use and offers it to this thread's cache; a full cache lets it go.
     private func recycle() {
+        // `finished` stays set: the box holds no machine until the next use installs one.
         resetForReuse()
-        finished = false
         resumptions.store(0, ordering: .relaxed)
         holders.store(Self.bothHolders, ordering: .relaxed)
         _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
