@@ -28,6 +28,7 @@ public class Future<Value: Sendable>: AnyFuture {
     @inlinable
     final func storeValue(_ value: Value) {
         InlineValue.store(value, at: valueAddress)
+        if !InlineValue.isPlainInPlace(Value.self) { valueNeedsDestroying = true }
     }
 
     /// The stored value; only once the future has succeeded.
@@ -37,11 +38,14 @@ public class Future<Value: Sendable>: AnyFuture {
     }
 
     deinit {
-        if hasSucceeded { InlineValue.destroy(Value.self, at: valueAddress) }
+        if valueNeedsDestroying { InlineValue.destroy(Value.self, at: valueAddress) }
     }
 
     override func resetForReuse() {
-        if hasSucceeded { InlineValue.destroy(Value.self, at: valueAddress) }
+        if valueNeedsDestroying {
+            InlineValue.destroy(Value.self, at: valueAddress)
+            valueNeedsDestroying = false
+        }
         super.resetForReuse()
     }
 
@@ -192,11 +196,17 @@ enum InlineValue {
         return box.takeRetainedValue().value
     }
 
+    /// Whether a `Value` is stored in place and is plain data: nothing to destroy.
+    @inlinable
+    static func isPlainInPlace<Value>(_: Value.Type) -> Bool {
+        fitsInPlace(Value.self) && _isPOD(Value.self)
+    }
+
     /// Destroys the value stored at `address`, leaving raw storage.
     @inlinable
     static func destroy<Value>(_: Value.Type, at address: UnsafeMutableRawPointer) {
         // A plain value needs nothing: skip the call through its value witness table.
-        if fitsInPlace(Value.self) && _isPOD(Value.self) { return }
+        if isPlainInPlace(Value.self) { return }
         if fitsInPlace(Value.self) {
             address.assumingMemoryBound(to: Value.self).deinitialize(count: 1)
         } else {
