@@ -18,6 +18,7 @@ import TaskMachine
 
 let benchmarks: @Sendable () -> Void = {
     taskMachineDelays()
+    taskMachinePlainDelays()
     taskSleepDelays()
     nioScheduledDelays()
     dispatchDelays()
@@ -29,7 +30,8 @@ let delayCount = 100_000
 /// Far enough away that none fires during the benchmark.
 let delayDuration = Duration.seconds(3_600)
 
-/// Heap bytes the delays keep while pending, per delay (glibc's count of bytes in use).
+/// Heap bytes the delays keep while pending, per delay (glibc's count of bytes in use, less the
+/// header the malloc-counting interposer adds to each allocation; see `HeapReading`).
 let bytesPerPendingDelay = BenchmarkMetric.custom(
     "bytesPerPendingDelay", polarity: .prefersSmaller, useScalingFactor: false)
 /// Threads the process has while the delays are pending, beyond those it had before the
@@ -46,8 +48,8 @@ var delayConfiguration: Benchmark.Configuration {
 nonisolated(unsafe) var threadsAtStart = 0
 
 /// Records the heap and thread readings taken while the delays are pending.
-func recordPending(_ benchmark: Benchmark, heapBefore: Int) {
-    benchmark.measurement(bytesPerPendingDelay, (heapBytesInUse() - heapBefore) / benchmark.operations)
+func recordPending(_ benchmark: Benchmark, heapBefore: HeapReading) {
+    benchmark.measurement(bytesPerPendingDelay, HeapReading.now().bytesKept(since: heapBefore) / benchmark.operations)
     benchmark.measurement(threadsUsed, threadCount() - threadsAtStart)
 }
 
@@ -66,7 +68,7 @@ func taskMachineDelays() {
         var delays: [Future<Void>] = []
         sources.reserveCapacity(delayCount)
         delays.reserveCapacity(delayCount)
-        let heapBefore = heapBytesInUse()
+        let heapBefore = HeapReading.now()
 
         benchmark.startMeasurement()
         for _ in 0..<delayCount {
@@ -87,6 +89,28 @@ func taskMachineDelays() {
     }
 }
 
+/// The footprint of a delay with no cancellation: its object and its place in the wheel. Not
+/// comparable in time with the rows above (nothing is cancelled; the delays are left to fire).
+func taskMachinePlainDelays() {
+    Benchmark("100,000 delays: TaskMachine, Future.delay, not cancellable", configuration: delayConfiguration) {
+        benchmark throws in
+        let delayCount = benchmark.operations
+        var delays: [Future<Void>] = []
+        delays.reserveCapacity(delayCount)
+        let heapBefore = HeapReading.now()
+        let deadline = ContinuousClock.now + .milliseconds(200)
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount { delays.append(Future.delay(until: deadline)) }
+        recordPending(benchmark, heapBefore: heapBefore)
+        benchmark.stopMeasurement()
+
+        for delay in delays { try delay.wait(timeout: .seconds(60)) }
+    } setup: {
+        prepare()
+    }
+}
+
 // MARK: Swift Concurrency
 
 func taskSleepDelays() {
@@ -96,7 +120,7 @@ func taskSleepDelays() {
         let delayCount = benchmark.operations
         var tasks: [Task<Void, Never>] = []
         tasks.reserveCapacity(delayCount)
-        let heapBefore = heapBytesInUse()
+        let heapBefore = HeapReading.now()
 
         benchmark.startMeasurement()
         for _ in 0..<delayCount {
@@ -128,7 +152,7 @@ func nioScheduledDelays() {
         let delayCount = benchmark.operations
         var scheduled: [Scheduled<Void>] = []
         scheduled.reserveCapacity(delayCount)
-        let heapBefore = heapBytesInUse()
+        let heapBefore = HeapReading.now()
 
         benchmark.startMeasurement()
         for _ in 0..<delayCount {
@@ -161,7 +185,7 @@ func dispatchDelays() {
         let delayCount = benchmark.operations
         var items: [DispatchWorkItem] = []
         items.reserveCapacity(delayCount)
-        let heapBefore = heapBytesInUse()
+        let heapBefore = HeapReading.now()
 
         benchmark.startMeasurement()
         for _ in 0..<delayCount {

@@ -19,3 +19,27 @@ public func threadCount() -> Int {
 public func heapBytesInUse() -> Int {
     Int(cbench_heap_bytes_in_use())
 }
+
+/// A reading of the heap: glibc's bytes in use, and the allocations live by the count of the
+/// malloc-counting interposer the benchmarks run with.
+public struct HeapReading {
+    public let bytes: Int
+    public let liveAllocations: Int
+
+    /// The interposer's header in front of every allocation it hands out.
+    static let interposerHeader = 16
+
+    public static func now() -> HeapReading {
+        HeapReading(bytes: heapBytesInUse(), liveAllocations: Int(cbench_live_allocations()))
+    }
+
+    /// The bytes the code between `earlier` and this reading keeps, as it would without the
+    /// interposer: glibc's difference, less the interposer's header on each allocation still live
+    /// (a header adds exactly 16 to a chunk, since chunks grow in steps of 16). With no counts (no
+    /// interposer, or counting off), glibc's difference as it is.
+    public func bytesKept(since earlier: HeapReading) -> Int {
+        let bytes = self.bytes - earlier.bytes
+        guard liveAllocations >= 0, earlier.liveAllocations >= 0 else { return bytes }
+        return bytes - HeapReading.interposerHeader * (liveAllocations - earlier.liveAllocations)
+    }
+}

@@ -8,6 +8,10 @@
 /// mmapped ones. Not visible to Swift through Glibc, hence this shim.
 size_t cbench_heap_bytes_in_use(void);
 
+/// Allocations made and not freed since the malloc-counting interposer's counters were last reset
+/// (counted only while it is hooked); -1 without the interposer.
+int64_t cbench_live_allocations(void);
+
 /// Sleeps while `*word == expected` (FUTEX_WAIT_PRIVATE); returns at once if it differs.
 void cfutex_wait(uint32_t *word, uint32_t expected);
 
