@@ -19,18 +19,19 @@ enum MachineWords {
     @inlinable static var w7: W7 { (0, 0, 0, 0, 0, 0, 0) }
     @usableFromInline typealias W8 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
     @inlinable static var w8: W8 { (0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W10 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w10: W10 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W12 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w12: W12 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W14 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w14: W14 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W16 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w16: W16 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W20 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w20: W20 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W24 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w24: W24 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
-    @usableFromInline typealias W32 = (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
-    @inlinable static var w32: W32 { (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
+    // Larger ones nest the smaller: a tuple of tuples of words is as many contiguous words.
+    @usableFromInline typealias W10 = (W8, W2)
+    @inlinable static var w10: W10 { (w8, w2) }
+    @usableFromInline typealias W12 = (W8, W4)
+    @inlinable static var w12: W12 { (w8, w4) }
+    @usableFromInline typealias W14 = (W8, W6)
+    @inlinable static var w14: W14 { (w8, w6) }
+    @usableFromInline typealias W16 = (W8, W8)
+    @inlinable static var w16: W16 { (w8, w8) }
+    @usableFromInline typealias W20 = (W16, W4)
+    @inlinable static var w20: W20 { (w16, w4) }
+    @usableFromInline typealias W24 = (W16, W8)
+    @inlinable static var w24: W24 { (w16, w8) }
+    @usableFromInline typealias W32 = (W16, W16)
+    @inlinable static var w32: W32 { (w16, w16) }
 }
