@@ -35,6 +35,52 @@ struct Doubled: AsyncStateMachine {
     }
 }
 
+/// `async ValueFuture<Int> Sum(a, b) { return await a + await b }` on the pooling builder.
+/// `pause`, when set, runs right after the method has registered its second await: the resumption
+/// that got there stops inside it, as if preempted, while the second await may already resume the
+/// method elsewhere (the method touches nothing of its own after the registration).
+struct SumOfTwo: AsyncStateMachine {
+    var builder = PoolingValueFutureMethodBuilder<Int>()
+    var state = 0
+    var first = 0
+    let a: ValueFutureAwaiter<Int>
+    let b: ValueFutureAwaiter<Int>
+    let pause: (@Sendable () -> Void)?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                if !a.isCompleted {
+                    awaitUnsafeOnCompleted(a)
+                    return
+                }
+            }
+            if state == 1 {
+                first = try a.getResult()
+                state = 2
+                if !b.isCompleted {
+                    let pause = self.pause
+                    awaitUnsafeOnCompleted(b)
+                    pause?()
+                    return
+                }
+            }
+            builder.setResult(first + (try b.getResult()))
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(
+        _ a: consuming ValueFuture<Int>, _ b: consuming ValueFuture<Int>, pause: (@Sendable () -> Void)? = nil
+    ) -> ValueFuture<Int> {
+        var machine = SumOfTwo(a: a.getAwaiter(), b: b.getAwaiter(), pause: pause)
+        PoolingValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}
+
 /// The token of a value future that reads from a source.
 func sourceToken(of future: borrowing ValueFuture<Int>) -> UInt16? {
     if case .source(_, let token) = future.storage { return token }
@@ -155,5 +201,45 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
             total += try awaiter.getResult()
         }
         #expect(total == (0..<5_000).reduce(0) { $0 + 2 * $1 })
+    }
+
+    @Test func aResumptionLateToItsLastCheckLeavesTheNextUseOfItsBoxAlone() throws {
+        // Use 1 of a box resumes on thread A, registers its second await and stops there (as if
+        // preempted before its "was I the last resumption?" check). Meanwhile this thread ends use
+        // 1, reads it (recycling the box into this thread's cache), and runs use 2 of the same box
+        // to completion in one resumption. A's check must not take use 2's completion for its own:
+        // it would destroy use 2's machine a second time.
+        let registered = Promise<Void>()
+        let go = Promise<Void>()
+        let a1 = Promise<Int>()
+        let b1 = Promise<Int>()
+        let use1 = SumOfTwo.start(
+            ValueFuture(future: a1.future), ValueFuture(future: b1.future),
+            pause: {
+                registered.trySucceed(())
+                _ = try? go.future.wait(timeout: .seconds(30))
+            })
+        let box1 = sourceObject(of: use1)
+        #expect(box1 != nil)
+        let threadA = spawnThread(name: "late-resumption", role: .other) { a1.trySucceed(1) }
+        try registered.future.wait(timeout: .seconds(30))
+        try b1.succeed(2)  // resumption 2, here: ends use 1
+        #expect(try use1.getAwaiter().getResult() == 3)  // the last holder: the box is recycled
+
+        let a2 = Promise<Int>()
+        let use2 = SumOfTwo.start(ValueFuture(future: a2.future), ValueFuture(40))
+        #expect(sourceObject(of: use2) == box1, "use 2 took the recycled box")
+        try a2.succeed(2)  // use 2's one resumption ends it
+        go.trySucceed(())
+        pthread_join(threadA, nil)
+        #expect(try use2.getAwaiter().getResult() == 42)
+
+        // The box goes on serving calls.
+        for round in 1...3 {
+            let a3 = Promise<Int>()
+            let use3 = SumOfTwo.start(ValueFuture(future: a3.future), ValueFuture(round))
+            try a3.succeed(round)
+            #expect(try use3.getAwaiter().getResult() == 2 * round)
+        }
     }
 }

@@ -7,6 +7,10 @@
 // the future, after the awaiter's last use, and only when the awaiter held the last reference.
 
 /// The awaiter of a ``Future``: resumes on the captured context, if there was one.
+///
+/// A local awaiter may let go of its future right after its last use, before the end of its
+/// scope: keep the future itself where its lifetime matters (a weak reference to it, or its
+/// address taken without a retain).
 @_eagerMove
 public struct FutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter, Sendable {
     /// The future being awaited.

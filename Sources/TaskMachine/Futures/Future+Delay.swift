@@ -21,10 +21,17 @@ final class DelayFuture: Future<Void> {
         super.init(runsContinuationsAsynchronously: false)
     }
 
-    /// `delay(due in 1.5 s)` while in the wheel, `delay(due)` once its time has come.
+    /// `delay(due in 1.5 s)` while in the wheel; `delay(due)` once its time has come and it is
+    /// being fired, `delay(done)` or `delay(cancelled)` after.
     override var diagnosticName: String {
-        guard let remaining = TimerQueue.shared.timeUntilDue(TimerNode(self)) else { return "delay(due)" }
-        return "delay(due in \(remaining.readableText))"
+        if let remaining = TimerQueue.shared.timeUntilDue(TimerNode(self)) {
+            return "delay(due in \(remaining.readableText))"
+        }
+        switch status {
+        case .pending: return "delay(due)"
+        case .cancelled: return "delay(cancelled)"
+        default: return "delay(done)"
+        }
     }
 
     /// A delay ending at `deadline` (`Clock` nanoseconds), in the timer queue.
@@ -90,6 +97,10 @@ extension Future where Value == Void {
     /// Many operations that must end together can share one deadline this way, where durations
     /// each measured from their own call would drift apart by the time between the calls (or by
     /// a preemption between reading the time and making the call).
+    ///
+    /// The instant is converted to the runtime's timer clock when the delay is made. That clock,
+    /// like every timer of the runtime, does not count time the system spends suspended, so a
+    /// suspension while the delay waits ends it that much later.
     ///
     /// - Parameters:
     ///   - deadline: an instant of `ContinuousClock`.

@@ -11,17 +11,28 @@ enum Clock {
         return overflow ? .max : sum
     }
 
-    /// One reading of `ContinuousClock` and one of this clock, taken back to back the first time
-    /// an instant is converted.
-    private static let continuousReference = (instant: ContinuousClock.now, nanoseconds: now)
-
-    /// `instant` on this clock, saturating. Every conversion goes through the same pair of
-    /// readings, so instants that are equal convert equally, however far apart the calls are.
+    /// `instant` on this clock, saturating.
+    ///
+    /// `ContinuousClock` counts time the system spends suspended (on Linux it is
+    /// `CLOCK_BOOTTIME`) and this clock does not, so the two are compared afresh at each call:
+    /// this clock is read on both sides of a reading of the continuous one, again while the two
+    /// are more than 2 µs apart (a preemption between them would shift the result by its length).
+    /// Equal instants convert to within a few microseconds, so they share a 1 ms tick but for
+    /// those next to a tick's edge.
     static func nanoseconds(of instant: ContinuousClock.Instant) -> Int64 {
-        let reference = continuousReference
-        let (sum, overflow) = reference.nanoseconds.addingReportingOverflow(
-            (instant - reference.instant).totalNanoseconds)
-        if overflow { return instant > reference.instant ? .max : .min }
+        var before = now
+        var continuous = ContinuousClock.now
+        var after = now
+        var attempts = 1
+        while after - before > 2_000 && attempts < 8 {
+            before = now
+            continuous = ContinuousClock.now
+            after = now
+            attempts += 1
+        }
+        let reference = before + (after - before) / 2
+        let (sum, overflow) = reference.addingReportingOverflow((instant - continuous).totalNanoseconds)
+        if overflow { return instant > continuous ? .max : .min }
         return sum
     }
 }

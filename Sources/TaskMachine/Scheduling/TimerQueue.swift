@@ -169,10 +169,13 @@ final class TimerQueue {
         }
     }
 
-    /// The time left until `node`'s tick, while it is in the wheel.
+    /// The time left until `node`'s tick, while it is in the wheel (for diagnostics).
     func timeUntilDue(_ node: TimerNode) -> Duration? {
         guard let tick = state.withLock({ $0.wheel.contains(node) ? node.tick : nil }) else { return nil }
-        return .nanoseconds(nanoseconds(untilTick: tick))
+        let (offset, overflow) = Int64(clamping: tick).multipliedReportingOverflow(by: TimerQueue.nanosecondsPerTick)
+        let (due, overflow2) = origin.addingReportingOverflow(offset)
+        if overflow || overflow2 { return .nanoseconds(Int64.max) }
+        return .nanoseconds(max(0, due - Clock.now))
     }
 
     /// Timers waiting in the wheel for their deadline: neither handed to the pool nor cancelled.

@@ -178,7 +178,8 @@ final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable
             machine.pointee.moveNext()
             thread.runningBox = outer
         }
-        // Completed, and by this resumption (no later one started): the machine is done with.
+        // Completed, and by this resumption (no later one started, in this use or a later use of
+        // a pooled box, whose completion this would otherwise be seeing): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
             dropMachine()
             if isPooled { release(.method) }

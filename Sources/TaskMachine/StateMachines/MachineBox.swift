@@ -14,6 +14,9 @@ class MachineBox<Value: Sendable>: Future<Value> {
     // Eight bytes in all, so that a box of a small machine stays in a 128-byte allocation.
 
     /// Counts resumptions, so the thread that ran the final segment can tell it was the last one.
+    /// It runs on across the uses of a pooled box, never reset: a resumption of an earlier use,
+    /// preempted between its segment and its check while the box was recycled and a later use ran
+    /// to completion, must not find its own number again and drop that use's machine.
     final let resumptions = Atomic<UInt32>(0)
     /// Pooled boxes only: the use the current value future belongs to.
     private let use = Atomic<UInt16>(0)
@@ -60,7 +63,6 @@ class MachineBox<Value: Sendable>: Future<Value> {
     private func recycle() {
         // `finished` stays set: the box holds no machine until the next use installs one.
         resetForReuse()
-        resumptions.store(0, ordering: .relaxed)
         holders.store(Self.bothHolders, ordering: .relaxed)
         _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
         BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
