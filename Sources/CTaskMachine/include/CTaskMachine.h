@@ -1,6 +1,6 @@
 // The few Linux facilities Swift cannot reach directly: the futex system call (syscall() is
 // variadic, so Swift cannot call it), 32-bit atomics on raw memory that a futex can wait on, a
-// CPU pause hint for spin loops, a prefetch hint, and one thread-local pointer that is cheaper than pthread keys.
+// CPU pause hint for spin loops, and one thread-local pointer that is cheaper than pthread keys.
 #pragma once
 
 #include <stdint.h>
@@ -50,18 +50,6 @@ static inline uint32_t tm_atomic_exchange_u32(uint32_t *word, uint32_t value) {
 
 static inline int tm_atomic_compare_exchange_u32(uint32_t *word, uint32_t expected, uint32_t desired) {
     return __atomic_compare_exchange_n(word, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-
-/// Asks the CPU to start loading the cache line at `address`, which is written soon: fetched for
-/// writing, the line need not be taken from another core a second time when the write comes.
-static inline void tm_prefetch_for_write(const void *address) {
-#if defined(__x86_64__)
-    // PREFETCHW: every x86-64 CPU decodes it (older Intel ones as a no-op); the compiler emits
-    // it for __builtin_prefetch only when told the target has it.
-    __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)address));
-#else
-    __builtin_prefetch(address, 1);
-#endif
 }
 
 static inline void tm_spin_pause(void) {

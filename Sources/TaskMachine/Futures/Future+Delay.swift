@@ -5,7 +5,7 @@ import Synchronization
 /// One object per delay: the timer thread hands the future itself to the pool as a job, and
 /// `runAsJob` completes it. Its completion reservation is the timer's claim, so firing and
 /// cancelling race on one atomic. A cancellable delay registers itself with its token's source,
-/// with no closure. 104 bytes (a 112-byte malloc chunk): the future's 75, the wheel's links (12,
+/// with no closure. 104 bytes (a 112-byte malloc chunk): the future's 76, the wheel's links (12,
 /// from 80), its registration slot (4) and the source it registered with (8). While pending it
 /// also takes 8 bytes in a slot array of the wheel.
 final class DelayFuture: Future<Void> {

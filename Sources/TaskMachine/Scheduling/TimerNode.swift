@@ -1,5 +1,3 @@
-import CTaskMachine
-
 /// Where a timer sits in the timing wheel: its deadline in wheel ticks, the slot it is in and its
 /// index in that slot's array.
 ///
@@ -103,25 +101,6 @@ struct TimerNode: Hashable {
         } else {
             _ = Unmanaged<TimerEntry>.fromOpaque(pointer).retain()
         }
-    }
-
-    /// Starts loading the timer's first two cache lines, which running it reads and writes.
-    func prefetch() {
-        tm_prefetch_for_write(pointer)
-        tm_prefetch_for_write(pointer + 64)
-        tm_prefetch_for_write(pointer + 127)
-    }
-
-    /// Starts loading the first continuation of a delay, once the delay itself is in the cache: the
-    /// job it completes into is the next object firing it reads.
-    func prefetchContinuation() {
-        guard isDelay else { return }
-        let word = Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef {
-            $0.slot.load(ordering: .relaxed)
-        }
-        guard SlotWord.isJob(word), let job = UnsafeRawPointer(bitPattern: word & ~SlotWord.itemTag) else { return }
-        tm_prefetch_for_write(job)
-        tm_prefetch_for_write(job + 64)
     }
 
     /// Drops the wheel's reference to a node that was unlinked; may free it, so call it outside the

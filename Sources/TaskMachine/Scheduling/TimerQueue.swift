@@ -261,9 +261,6 @@ final class ExpiredTimers: WorkItem {
     private var start: Int
     private var end: Int
 
-    /// How far ahead of the timer being run the next one is prefetched.
-    private static let prefetchDistance = 16
-
     init(_ nodes: [TimerNode]) {
         self.nodes = nodes
         start = 0
@@ -291,13 +288,6 @@ final class ExpiredTimers: WorkItem {
         let last = end
         start = end
         for index in first..<last {
-            // The timers lie anywhere on the heap: have the next ones on their way meanwhile.
-            if index + ExpiredTimers.prefetchDistance < last {
-                nodes[index + ExpiredTimers.prefetchDistance].prefetch()
-            }
-            if index + ExpiredTimers.prefetchDistance / 2 < last {
-                nodes[index + ExpiredTimers.prefetchDistance / 2].prefetchContinuation()
-            }
             nodes[index].takeJob().run()
         }
     }
