@@ -33,7 +33,7 @@ struct TimingWheel {
     static let span: UInt64 = 1 << 36
     /// The place of the far list, after the 6 × 64 slots.
     static let farPlace = UInt16(levelCount * slotsPerLevel)
-    /// The place of a timer that is in no list.
+    /// The place of a timer that is in no slot.
     static let nowhere = UInt16.max
     /// A slot emptied by removals keeps up to this many places for the next timers; a larger
     /// array is given back.
@@ -113,7 +113,7 @@ struct TimingWheel {
 
     // MARK: Slots
 
-    /// The list a timer due at `tick` belongs in, given `elapsed`.
+    /// The slot a timer due at `tick` belongs in, given `elapsed`.
     private func place(for tick: UInt64) -> UInt16 {
         let differing = elapsed ^ tick
         guard differing < TimingWheel.span else { return TimingWheel.farPlace }
