@@ -205,41 +205,59 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
 
     @Test func aResumptionLateToItsLastCheckLeavesTheNextUseOfItsBoxAlone() throws {
         // Use 1 of a box resumes on thread A, registers its second await and stops there (as if
-        // preempted before its "was I the last resumption?" check). Meanwhile this thread ends use
-        // 1, reads it (recycling the box into this thread's cache), and runs use 2 of the same box
-        // to completion in one resumption. A's check must not take use 2's completion for its own:
-        // it would destroy use 2's machine a second time.
-        let registered = Promise<Void>()
-        let go = Promise<Void>()
-        let a1 = Promise<Int>()
-        let b1 = Promise<Int>()
-        let use1 = SumOfTwo.start(
-            ValueFuture(future: a1.future), ValueFuture(future: b1.future),
-            pause: {
-                registered.trySucceed(())
-                _ = try? go.future.wait(timeout: .seconds(30))
-            })
-        let box1 = sourceObject(of: use1)
-        #expect(box1 != nil)
-        let threadA = spawnThread(name: "late-resumption", role: .other) { a1.trySucceed(1) }
-        try registered.future.wait(timeout: .seconds(30))
-        try b1.succeed(2)  // resumption 2, here: ends use 1
-        #expect(try use1.getAwaiter().getResult() == 3)  // the last holder: the box is recycled
-
-        let a2 = Promise<Int>()
-        let use2 = SumOfTwo.start(ValueFuture(future: a2.future), ValueFuture(40))
-        #expect(sourceObject(of: use2) == box1, "use 2 took the recycled box")
-        try a2.succeed(2)  // use 2's one resumption ends it
-        go.trySucceed(())
-        pthread_join(threadA, nil)
-        #expect(try use2.getAwaiter().getResult() == 42)
-
-        // The box goes on serving calls.
-        for round in 1...3 {
-            let a3 = Promise<Int>()
-            let use3 = SumOfTwo.start(ValueFuture(future: a3.future), ValueFuture(round))
-            try a3.succeed(round)
-            #expect(try use3.getAwaiter().getResult() == 2 * round)
+        // preempted before its "was I the last resumption?" check). Meanwhile thread B ends use 1,
+        // reads it (recycling the box into B's cache), and runs use 2 of the same box to
+        // completion in one resumption. A's check must not take use 2's completion for its own:
+        // it would destroy use 2's machine a second time. B is a new thread, so that its cache
+        // holds no other kind of box in the row this one maps to.
+        struct Outcome {
+            var sameBox = false
+            var results: [Int] = []
+            var error: (any Error)?
         }
+        let outcome = Locked(Outcome())
+        let threadB = spawnThread(name: "reuser", role: .other) {
+            do {
+                let registered = Promise<Void>()
+                let go = Promise<Void>()
+                let a1 = Promise<Int>()
+                let b1 = Promise<Int>()
+                let use1 = SumOfTwo.start(
+                    ValueFuture(future: a1.future), ValueFuture(future: b1.future),
+                    pause: {
+                        registered.trySucceed(())
+                        _ = try? go.future.wait(timeout: .seconds(30))
+                    })
+                let box1 = sourceObject(of: use1)
+                let threadA = spawnThread(name: "late-resumption", role: .other) { a1.trySucceed(1) }
+                try registered.future.wait(timeout: .seconds(30))
+                try b1.succeed(2)  // resumption 2, here: ends use 1
+                let first = try use1.getAwaiter().getResult()  // the last holder: the box is recycled
+
+                let a2 = Promise<Int>()
+                let use2 = SumOfTwo.start(ValueFuture(future: a2.future), ValueFuture(40))
+                let sameBox = box1 != nil && sourceObject(of: use2) == box1
+                try a2.succeed(2)  // use 2's one resumption ends it
+                go.trySucceed(())
+                pthread_join(threadA, nil)
+                var results = [first, try use2.getAwaiter().getResult()]
+
+                // The box goes on serving calls.
+                for round in 1...3 {
+                    let a3 = Promise<Int>()
+                    let use3 = SumOfTwo.start(ValueFuture(future: a3.future), ValueFuture(round))
+                    try a3.succeed(round)
+                    results.append(try use3.getAwaiter().getResult())
+                }
+                outcome.withLock { $0.sameBox = sameBox; $0.results = results }
+            } catch {
+                outcome.withLock { $0.error = error }
+            }
+        }
+        pthread_join(threadB, nil)
+        let result = outcome.withLock { $0 }
+        #expect(result.error == nil)
+        #expect(result.sameBox, "use 2 took the recycled box")
+        #expect(result.results == [3, 42, 2, 4, 6])
     }
 }
