@@ -249,7 +249,10 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
                     try a3.succeed(round)
                     results.append(try use3.getAwaiter().getResult())
                 }
-                outcome.withLock { $0.sameBox = sameBox; $0.results = results }
+                outcome.withLock { outcome in
+                    outcome.sameBox = sameBox
+                    outcome.results = results
+                }
             } catch {
                 outcome.withLock { $0.error = error }
             }
