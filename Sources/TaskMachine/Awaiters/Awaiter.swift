@@ -99,13 +99,12 @@ extension AnyFuture {
     @usableFromInline
     final func registerAwait(of box: AnyFuture, continueOnCapturedContext: Bool) {
         // Tested before anything is stored: with no context (the common case) there is nothing to
-        // retain or release, and a box registers with no context left from an earlier await
-        // (`runAsJob` clears it before resuming).
+        // retain or release. A box registers with no context left from an earlier await: `runAsJob`
+        // clears it before resuming, and a reused box is reset.
+        assert(box.resumeContext == nil, "a box registers with a context left from an earlier await")
         if continueOnCapturedContext, let context = SynchronizationContext.current {
             box.resumeContext = context
             context.trackSuspended(box, awaiting: self)
-        } else if box.resumeContext != nil {
-            box.resumeContext = nil
         }
         onCompletion(.future(box))
     }

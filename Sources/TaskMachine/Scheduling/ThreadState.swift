@@ -55,12 +55,7 @@ final class ThreadState {
 
     /// The calling thread's state, created on first use.
     static var current: ThreadState {
-        @inline(__always) get {
-            if let raw = tm_thread_state_get() {
-                return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
-            }
-            return adoptCurrentThread(name: nil, role: nil)
-        }
+        @inline(__always) get { withCurrent { $0 } }
     }
 
     /// Runs `body` with the calling thread's state (created on first use), borrowed: no retain and
@@ -82,10 +77,7 @@ final class ThreadState {
     }
 
     /// The calling thread's state if it has one; never creates it.
-    static var currentIfPresent: ThreadState? {
-        guard let raw = tm_thread_state_get() else { return nil }
-        return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
-    }
+    static var currentIfPresent: ThreadState? { withCurrentIfPresent { $0 } }
 
     /// Creates the state of a thread the runtime did not start, or of one of its own threads at start.
     @discardableResult
