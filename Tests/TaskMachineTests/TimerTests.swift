@@ -22,6 +22,17 @@ private final class ProbeTimer: TimerEntry {
     }
 }
 
+/// Runs `onRelease` when the last reference to it goes.
+private final class ReleaseWitness: Sendable {
+    let onRelease: @Sendable () -> Void
+
+    init(_ onRelease: @escaping @Sendable () -> Void) {
+        self.onRelease = onRelease
+    }
+
+    deinit { onRelease() }
+}
+
 /// Polls `condition` every millisecond or so until it holds or `limit` passes; returns whether it held.
 private func eventually(within limit: Duration = .seconds(20), _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + limit
@@ -367,6 +378,22 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(eventually(within: .seconds(2)) { firedMeanwhile.load(ordering: .relaxed) >= 48 })
         release.store(true, ordering: .releasing)
         #expect(eventually { timers.allSatisfy { $0.fires.load(ordering: .relaxed) == 1 } })
+    }
+
+    @Test func delaysThatExpireTogetherAllFireBeforeAnyIsFreed() {
+        // Sixteen delays due on one tick reach one worker as one job (`TimerQueue.timersRunTogether`
+        // of them run together). The worker fires all sixteen and only then, out of work, frees the
+        // delays and their continuations, whose captured witnesses note it.
+        let log = Mutex<[String]>([])
+        let deadline = ContinuousClock.now + .milliseconds(50)
+        for _ in 0..<16 {
+            let witness = ReleaseWitness { log.withLock { $0.append("freed") } }
+            Future.delay(until: deadline).getAwaiter().onCompleted {
+                withExtendedLifetime(witness) { log.withLock { $0.append("fired") } }
+            }
+        }
+        #expect(eventually { log.withLock { $0.count } == 32 }, "every delay and continuation is freed")
+        #expect(log.withLock { $0 } == Array(repeating: "fired", count: 16) + Array(repeating: "freed", count: 16))
     }
 
     @Test func anEarlierTimerWakesTheSleepingThread() throws {

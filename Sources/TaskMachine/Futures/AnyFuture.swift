@@ -176,10 +176,20 @@ public class AnyFuture {
     ///   so that `cancel()` never runs continuations).
     @usableFromInline
     final func publishCompletion(_ status: FutureStatus, forceAsynchronous: Bool = false) {
+        let taken = publish(status)
+        runContinuations(taken, inline: !(forceAsynchronous || runsContinuationsAsynchronously))
+    }
+
+    /// Publishes the outcome written after `reserveCompletion()` and closes the continuation slot;
+    /// returns what the slot held, for `runContinuations(_:inline:)`.
+    final func publish(_ status: FutureStatus) -> UInt {
         completionState.store(status.rawValue, ordering: .releasing)
         // The exchange is the publication: a read-modify-write, which keeps every write above it.
-        let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
-        let inline = !(forceAsynchronous || runsContinuationsAsynchronously)
+        return slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
+    }
+
+    /// Runs or queues the continuations `taken` from the slot by `publish(_:)`, releasing them.
+    final func runContinuations(_ taken: UInt, inline: Bool) {
         switch taken {
         case SlotWord.empty:
             return

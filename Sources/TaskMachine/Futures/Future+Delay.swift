@@ -61,13 +61,31 @@ final class DelayFuture: Future<Void> {
     /// The deadline passed: runs on a pool worker, so continuations run inline there, never on the
     /// timer thread.
     override func runAsJob() {
-        guard reserveCompletion() else { return }
+        guard claimSuccess() else { return }
+        publishCompletion(.succeeded)
+    }
+
+    /// The deadline passed, for a batch of expired timers (``ExpiredTimers``): like `runAsJob`,
+    /// but a lone continuation, once run, goes to `retired` instead of being released here, so
+    /// that freeing it (and whatever it captured) waits until the worker has fired the rest.
+    func fire(retiringInto retired: inout [Job]) {
+        guard claimSuccess() else { return }
+        let taken = publish(.succeeded)
+        guard SlotWord.isJob(taken) else { return runContinuations(taken, inline: true) }
+        let continuation = Job(takingRetainedWord: taken)
+        Continuations.dispatch(continuation, mayRunInline: true)
+        retired.append(continuation)
+    }
+
+    /// Claims the completion for the fire and writes the outcome; `false` if cancelled first.
+    private func claimSuccess() -> Bool {
+        guard reserveCompletion() else { return false }
         if let source {
             source.unregister(slot: registrationSlot, future: self)
             self.source = nil
         }
         storeValue(())
-        publishCompletion(.succeeded)
+        return true
     }
 }
 

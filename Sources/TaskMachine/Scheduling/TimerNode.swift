@@ -113,6 +113,18 @@ struct TimerNode: Hashable {
         }
     }
 
+    /// Fires the expired timer here, taking over the wheel's reference and handing it, with the
+    /// continuation a delay ran, to `retired`: the caller releases them later (see ``ExpiredTimers``).
+    func fire(retiringInto retired: inout [Job]) {
+        let job = takeJob()
+        if isDelay {
+            Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.fire(retiringInto: &retired) }
+        } else {
+            job.run()
+        }
+        retired.append(job)
+    }
+
     /// The node as a pool job, taking over the wheel's reference: a delay runs as a future job (it
     /// completes itself), any other timer as a work item.
     func takeJob() -> Job {

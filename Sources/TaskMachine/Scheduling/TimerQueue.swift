@@ -287,8 +287,13 @@ final class ExpiredTimers: WorkItem {
         let first = start
         let last = end
         start = end
-        for index in first..<last {
-            nodes[index].takeJob().run()
+        // Firing first, freeing later: each timer and the continuation it ran are released when
+        // the worker runs out of work, not between one fire and the next (see
+        // `ThreadPool.releasingWhenIdle`). Releasing them here cost two thirds of each fire (two
+        // or three objects freed into another thread's arena), and every timer due with the last
+        // one waited for it.
+        ThreadPool.shared.releasingWhenIdle { retired in
+            for index in first..<last { nodes[index].fire(retiringInto: &retired) }
         }
     }
 
