@@ -133,6 +133,32 @@ final class Seen: @unchecked Sendable {
         #expect(pool.activitySnapshot.starvationWorkersAdded >= 1)
     }
 
+    @Test func aWorkerReleasesWhatItPutOffOnceIdleOrOnceTheOldestHasWaitedTooLong() throws {
+        let pool = ThreadPool(workerCount: 1)
+        let released = Locked<[Int]>([])
+        let seenInJob = Locked<[[Int]]>([])
+        let done = Promise<Void>()
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    pool.releasingWhenIdle { $0.append(.item(ReleaseProbe(1, into: released))) }
+                    seenInJob.withLock { $0.append(released.withLock { $0 }) }
+                    // Busy, never idle, past the bound: the next call releases both.
+                    let busyUntil = Clock.now + ThreadPool.maxRetiredNanoseconds + 5_000_000
+                    while Clock.now < busyUntil { sched_yield() }
+                    pool.releasingWhenIdle { $0.append(.item(ReleaseProbe(2, into: released))) }
+                    seenInJob.withLock { $0.append(released.withLock { $0 }) }
+                    pool.releasingWhenIdle { $0.append(.item(ReleaseProbe(3, into: released))) }
+                    seenInJob.withLock { $0.append(released.withLock { $0 }) }
+                    done.trySucceed()
+                }))
+        try done.future.wait(timeout: .seconds(20))
+        #expect(seenInJob.withLock { $0 } == [[], [1, 2], [1, 2]], "kept while busy, until the oldest was too old")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while released.withLock({ $0.count }) < 3 && ContinuousClock.now < deadline { usleepish() }
+        #expect(released.withLock { $0 } == [1, 2, 3], "the last released once the worker ran out of work")
+    }
+
     @Test func theSharedPoolReportsItsActivity() throws {
         let futures = (0..<1000).map { index in Future.run { index } }
         for future in futures { _ = try future.wait(timeout: .seconds(10)) }
@@ -141,6 +167,23 @@ final class Seen: @unchecked Sendable {
         #expect(statistics.monitorThreads == 1)
     }
 }
+
+/// A job that notes its number when it is released.
+final class ReleaseProbe: WorkItem {
+    let number: Int
+    let released: Locked<[Int]>
+
+    init(_ number: Int, into released: Locked<[Int]>) {
+        self.number = number
+        self.released = released
+        super.init()
+    }
+
+    deinit { released.withLock { $0.append(number) } }
+}
+
+// Safe to share: immutable.
+extension ReleaseProbe: @unchecked Sendable {}
 
 /// A job that queues two more, down to a depth.
 final class Spawner: WorkItem {

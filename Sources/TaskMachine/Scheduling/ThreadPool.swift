@@ -35,9 +35,12 @@ final class ThreadPool {
     static let starvationPeriodNanoseconds: Int64 = 500_000_000
     /// At most this many extra workers beyond the target, whatever blocks.
     static let maxExtraWorkers = 256
-    /// A worker holds at most this many references for release when idle (see
-    /// `releasingWhenIdle`); past it, it releases them at once. A burst of 131,072 expired delays
-    /// with their continuations, about 32 MiB, which the same timers held while they were pending.
+    /// A worker that never runs out of work releases what it put off for release when idle (see
+    /// `releasingWhenIdle`) once the oldest has waited this long: the memory held is what its
+    /// timers free in this time, and a burst of 100,000 timers due together fires in less.
+    static let maxRetiredNanoseconds: Int64 = 20_000_000
+    /// And at the latest when it holds this many references: 131,072 expired delays with their
+    /// continuations, about 32 MiB, which the same timers held while they were pending.
     static let maxRetired = 262_144
     /// References an idle worker releases before it looks for work again: a few tens of
     /// microseconds, so that work queued meanwhile does not wait for a long release.
@@ -65,6 +68,8 @@ final class ThreadPool {
         var batch: [Job] = []
         /// Owner only: references whose release waits until the worker runs out of work.
         @exclusivity(unchecked) var retired: [Job] = []
+        /// Owner only: when the oldest of `retired` was put there.
+        var retiredSince: Int64 = 0
         var state: ThreadState!
 
         init(index: Int, isExtra: Bool, pool: ThreadPool) {
@@ -152,16 +157,20 @@ final class ThreadPool {
     /// For bursts such as many timers due on the same tick: freeing an object the timer thread's
     /// caller allocated costs more than firing it (a free into another thread's malloc arena),
     /// and a worker that frees as it goes makes every later timer wait for the earlier ones'
-    /// frees. Releasing later does the same work once the burst is over. A release may run a
-    /// `deinit` of the user's, which then runs on that worker a little later than it would have.
+    /// frees. Releasing later does the same work once the burst is over (or, on a worker that
+    /// stays busy, after `maxRetiredNanoseconds`). A release may run a `deinit` of the user's,
+    /// which then runs on that worker a little later than it would have.
     func releasingWhenIdle(_ body: (inout [Job]) -> Void) {
         guard let worker = ThreadState.currentIfPresent?.worker, worker.pool === self else {
             var retired: [Job] = []
             body(&retired)
             return
         }
+        if worker.retired.isEmpty { worker.retiredSince = Clock.now }
         body(&worker.retired)
-        if worker.retired.count > Self.maxRetired { worker.retired.removeAll() }
+        if worker.retired.count > Self.maxRetired || Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
+            worker.retired = []
+        }
     }
 
     /// Pushes onto `worker`'s queue (its owner calls), sending overflow to the global queue.
