@@ -69,6 +69,16 @@ final class ThreadState {
         return try Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
     }
 
+    /// The calling thread's state (created on first use), for an `unowned(unsafe)` local: no
+    /// retain and release, and no closure, which the optimizer does not always inline.
+    ///
+    /// Safe for the same reason as ``withCurrent(_:)``: the state outlives any call on its thread.
+    @inline(__always)
+    static var unretainedCurrent: ThreadState {
+        let raw = tm_thread_state_get() ?? Unmanaged.passUnretained(adoptCurrentThread(name: nil, role: nil)).toOpaque()
+        return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
+    }
+
     /// Like ``withCurrent(_:)``, but `nil` for a thread that has no state yet; never creates it.
     @inline(__always)
     static func withCurrentIfPresent<Result>(_ body: (ThreadState?) throws -> Result) rethrows -> Result {
