@@ -86,10 +86,25 @@ public struct PoolingValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuil
     /// The method's value future. Read it after ``start(_:)``.
     @inlinable
     public var valueFuture: ValueFuture<Value> {
-        if let box = plain.box.future as? MachineBox<Value>, box.isPooled {
-            return ValueFuture(source: box, token: box.token)
+        // This builder's future is its box, a pooled `MachineBox`, unless the method failed without
+        // suspending: then it is a plain `Future` made for the error. Told apart by the object's
+        // class, and borrowed from the builder: a conditional cast cost a call into the runtime,
+        // and reading `box.future` a retain and a release.
+        switch plain.box {
+        case .owned(let future) where type(of: future) != Future<Value>.self:
+            return Self.valueFuture(on: unsafeDowncast(future, to: MachineBox<Value>.self))
+        case .inside(let box):
+            return Self.valueFuture(on: unsafeDowncast(box.takeUnretainedValue(), to: MachineBox<Value>.self))
+        default:
+            return plain.valueFuture
         }
-        return plain.valueFuture
+    }
+
+    /// A value future reading the current use of `box`.
+    @inlinable
+    static func valueFuture(on box: MachineBox<Value>) -> ValueFuture<Value> {
+        assert(box.isPooled, "a pooling builder's box is pooled")
+        return ValueFuture(source: box, token: box.token)
     }
 
     /// Completes the method with `value`.
