@@ -267,7 +267,7 @@ extension BoxingMethodBuilder {
     @inlinable
     static func box<Machine: AsyncStateMachine>(for machine: inout Machine) -> Unmanaged<Future<Value>>
     where Machine.Builder == Self {
-        var builder = machine.builder
+        let builder = machine.builder
         switch builder.box {
         case .none: break
         case .owned(let box): return Unmanaged.passUnretained(box)
@@ -276,42 +276,54 @@ extension BoxingMethodBuilder {
         // The smallest word tuple the machine fits in; specialized, all but one branch folds away.
         if MemoryLayout<Machine>.alignment <= MemoryLayout<UInt>.alignment {
             switch (MemoryLayout<Machine>.size + MemoryLayout<UInt>.size - 1) / MemoryLayout<UInt>.size {
-            case 0, 1: return makeBox(for: &machine, builder: &builder) { MachineWords.w1 }
-            case 2: return makeBox(for: &machine, builder: &builder) { MachineWords.w2 }
-            case 3: return makeBox(for: &machine, builder: &builder) { MachineWords.w3 }
-            case 4: return makeBox(for: &machine, builder: &builder) { MachineWords.w4 }
-            case 5: return makeBox(for: &machine, builder: &builder) { MachineWords.w5 }
-            case 6: return makeBox(for: &machine, builder: &builder) { MachineWords.w6 }
-            case 7: return makeBox(for: &machine, builder: &builder) { MachineWords.w7 }
-            case 8: return makeBox(for: &machine, builder: &builder) { MachineWords.w8 }
-            case 9...10: return makeBox(for: &machine, builder: &builder) { MachineWords.w10 }
-            case 11...12: return makeBox(for: &machine, builder: &builder) { MachineWords.w12 }
-            case 13...14: return makeBox(for: &machine, builder: &builder) { MachineWords.w14 }
-            case 15...16: return makeBox(for: &machine, builder: &builder) { MachineWords.w16 }
-            case 17...20: return makeBox(for: &machine, builder: &builder) { MachineWords.w20 }
-            case 21...24: return makeBox(for: &machine, builder: &builder) { MachineWords.w24 }
-            case 25...32: return makeBox(for: &machine, builder: &builder) { MachineWords.w32 }
+            case 0, 1: return makeBox(for: &machine, builder: builder) { MachineWords.w1 }
+            case 2: return makeBox(for: &machine, builder: builder) { MachineWords.w2 }
+            case 3: return makeBox(for: &machine, builder: builder) { MachineWords.w3 }
+            case 4: return makeBox(for: &machine, builder: builder) { MachineWords.w4 }
+            case 5: return makeBox(for: &machine, builder: builder) { MachineWords.w5 }
+            case 6: return makeBox(for: &machine, builder: builder) { MachineWords.w6 }
+            case 7: return makeBox(for: &machine, builder: builder) { MachineWords.w7 }
+            case 8: return makeBox(for: &machine, builder: builder) { MachineWords.w8 }
+            case 9...10: return makeBox(for: &machine, builder: builder) { MachineWords.w10 }
+            case 11...12: return makeBox(for: &machine, builder: builder) { MachineWords.w12 }
+            case 13...14: return makeBox(for: &machine, builder: builder) { MachineWords.w14 }
+            case 15...16: return makeBox(for: &machine, builder: builder) { MachineWords.w16 }
+            case 17...20: return makeBox(for: &machine, builder: builder) { MachineWords.w20 }
+            case 21...24: return makeBox(for: &machine, builder: builder) { MachineWords.w24 }
+            case 25...32: return makeBox(for: &machine, builder: builder) { MachineWords.w32 }
             default: break
             }
         }
-        return makeBox(for: &machine, builder: &builder) { OutOfLineMachine(for: Machine.self) }
+        return makeBox(for: &machine, builder: builder) { OutOfLineMachine(for: Machine.self) }
     }
 
     /// Boxes `machine`, whose builder `builder` is a copy of, in a box with the storage `storage`
     /// makes, or in a recycled box of the same type.
     @inlinable
     static func makeBox<Machine: AsyncStateMachine, Storage>(
-        for machine: inout Machine, builder: inout Self, storage: () -> Storage
+        for machine: inout Machine, builder: Self, storage: () -> Storage
     ) -> Unmanaged<Future<Value>>
     where Machine.Builder == Self {
         typealias Box = StateMachineBox<Machine, Storage, Value>
-        let box: Box
+        // A call per path rather than a `let box` set on either: the merged value kept a retain and
+        // a release of the box that the optimizer did not pair.
         if Self.poolsBoxes, let recycled = BoxCache.take(ObjectIdentifier(Box.self)) {
-            box = unsafeDowncast(recycled, to: Box.self)
+            let box = unsafeDowncast(recycled, to: Box.self)
             box.install(machine)
-        } else {
-            box = Box(machine: machine, storage: storage(), pooled: Self.poolsBoxes)
+            return attach(box, to: &machine, builder: builder)
         }
+        let box = Box(machine: machine, storage: storage(), pooled: Self.poolsBoxes)
+        return attach(box, to: &machine, builder: builder)
+    }
+
+    /// Gives the copy of `machine` in `box` a builder that points at the box, and `machine` a
+    /// builder that holds the box's one reference.
+    @inlinable
+    static func attach<Machine: AsyncStateMachine, Storage>(
+        _ box: consuming StateMachineBox<Machine, Storage, Value>, to machine: inout Machine, builder: Self
+    ) -> Unmanaged<Future<Value>>
+    where Machine.Builder == Self {
+        var builder = builder
         // Read-modify-write through the getter and setter: unspecialized code reaching `builder`
         // through a `modify` accessor may allocate the coroutine's frame.
         let unretained = Unmanaged<Future<Value>>.passUnretained(box)
