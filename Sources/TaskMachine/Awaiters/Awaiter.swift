@@ -109,6 +109,20 @@ extension AnyFuture {
         onCompletion(.future(box))
     }
 
+    /// Captures this thread's context, if any and if `continueOnCapturedContext`, as the context
+    /// this box, registering on a value-future source, resumes on.
+    ///
+    /// Out of line, for the inlinable registration that calls it: reading the public
+    /// `SynchronizationContext.current` there cost an access to the class's metadata, and the
+    /// store a release of the `nil` it replaced (the box has no context, as in `registerAwait`).
+    @usableFromInline
+    final func captureResumeContext(_ continueOnCapturedContext: Bool) {
+        assert(resumeContext == nil, "a box registers with a context left from an earlier await")
+        if continueOnCapturedContext, let context = SynchronizationContext.current {
+            resumeContext = context
+        }
+    }
+
     /// Registers `continuation` to run when this future completes, capturing the context as configured.
     final func registerAwait(_ continuation: @escaping @Sendable () -> Void, continueOnCapturedContext: Bool) {
         let context = continueOnCapturedContext ? SynchronizationContext.current : nil

@@ -163,7 +163,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         case .future(let future):
             future.registerAwait(of: box, continueOnCapturedContext: continueOnCapturedContext)
         case .source:
-            box.resumeContext = continueOnCapturedContext ? SynchronizationContext.current : nil
+            box.captureResumeContext(continueOnCapturedContext)
             try register(job: .future(box))
         }
     }
