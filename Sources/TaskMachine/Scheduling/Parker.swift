@@ -18,10 +18,10 @@ final class Parker {
     /// Polls for a token before going to sleep (about 10 µs): pause instructions, and every
     /// `pausesPerYield` of them a `sched_yield`.
     static let spinIterations = 200
-    /// The spin yields the processor this often. The thread this one just woke is often queued on
-    /// this very processor (the kernel places a woken thread near its waker), and a spin made of
-    /// pauses alone held it off for the whole spin: a round trip to a pool worker and back took
-    /// 8–19 µs, two full spins, where with the yields it takes 1–4 µs.
+    /// A yielding spin yields the processor this often. The thread this one just woke is often
+    /// queued on this very processor (the kernel places a woken thread near its waker), and a spin
+    /// made of pauses alone held it off for the whole spin: a round trip from a thread blocked in
+    /// `wait()` to a pool worker and back took 8–20 µs, where with the yields it takes 1–1.5 µs.
     static let pausesPerYield = 16
 
     init() {
@@ -34,11 +34,20 @@ final class Parker {
     /// Blocks until `unpark` is called, or until `timeoutNanoseconds` pass (negative: no limit).
     /// Returns `false` when the time ran out without a token. May return early (spuriously):
     /// callers re-check their condition in a loop.
+    ///
+    /// - Parameter yielding: whether the spin yields the processor now and then (see
+    ///   `pausesPerYield`). An idle pool worker's does not: with yields there, `Future.run`
+    ///   throughput on the two workers fell by a quarter (147 to 185 ns an item), and the round
+    ///   trip kept its gain without them.
     @discardableResult
-    func park(timeoutNanoseconds: Int64 = -1) -> Bool {
+    func park(timeoutNanoseconds: Int64 = -1, yielding: Bool = true) -> Bool {
         for iteration in 0..<Parker.spinIterations {
             if tm_atomic_compare_exchange_u32(word, Parker.notified, Parker.empty) != 0 { return true }
-            if iteration % Parker.pausesPerYield == Parker.pausesPerYield - 1 { sched_yield() } else { tm_spin_pause() }
+            if yielding && iteration % Parker.pausesPerYield == Parker.pausesPerYield - 1 {
+                sched_yield()
+            } else {
+                tm_spin_pause()
+            }
         }
         if tm_atomic_compare_exchange_u32(word, Parker.empty, Parker.parked) == 0 {
             // The only other value is `notified`: consume it.

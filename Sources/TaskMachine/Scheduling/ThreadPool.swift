@@ -342,7 +342,8 @@ final class ThreadPool {
             return true
         }
         activity.parks.add(1, ordering: .relaxed)
-        let woken = worker.state.parker.park(timeoutNanoseconds: worker.isExtra ? extraWorkerIdleNanoseconds : -1)
+        let woken = worker.state.parker.park(
+            timeoutNanoseconds: worker.isExtra ? extraWorkerIdleNanoseconds : -1, yielding: false)
         if worker.notified.exchange(false, ordering: .acquiring) {
             worker.isSearching = true
             return true
