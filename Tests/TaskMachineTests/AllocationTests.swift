@@ -19,6 +19,18 @@ func countAllocations(_ body: () throws -> Void) rethrows -> (count: UInt64, byt
     return (count, bytes)
 }
 
+/// Counts the allocations of making the future `Future.run(with: argument) { $0 }` makes, not
+/// queued. Generic throughout, so that even unoptimized the body reaches the future as it is,
+/// with no thunk around it (and no allocation for one); the body itself is made before counting.
+func countEchoFuture<Argument: Sendable>(
+    _ argument: Argument
+) -> (future: RunWithArgumentFuture<Argument, Argument>, counted: (count: UInt64, bytes: UInt64)?) {
+    let body: @Sendable (Argument) throws -> Argument = { $0 }
+    var future: RunWithArgumentFuture<Argument, Argument>?
+    let counted = countAllocations { future = RunWithArgumentFuture(argument: argument, token: .none, body: body) }
+    return (future!, counted)
+}
+
 @Suite struct AllocationTests {
     @Test func theAllocationCounterIsInterposed() {
         #expect(tm_allocations_interposed() != 0)
@@ -85,6 +97,18 @@ func countAllocations(_ body: () throws -> Void) rethrows -> (count: UInt64, byt
         let count = tm_allocations_end(&bytes)
         #expect(sum == 500)
         #expect(count == 0)
+    }
+
+    @Test func runWithAWordSizedArgumentIsOneObjectWithinA128ByteChunk() throws {
+        _ = countEchoFuture(1)  // warm up: metadata
+        let (future, counted) = countEchoFuture(41)
+        future.runAsJob()
+        #expect(try future.getResult() == 41)
+        guard let counted else { return }
+        // The argument shares the words of the result: 105 bytes, where a field of its own made
+        // 121, past the 120 a 128-byte heap chunk holds.
+        #expect(counted.count == 1)
+        #expect(counted.bytes <= 120, "the future of Future.run(with:) took \(counted.bytes) bytes")
     }
 
     @Test func aMethodThatSuspendsOnceAllocatesOnlyItsBox() throws {
