@@ -16,6 +16,7 @@ extension AnyFuture {
     ///
     /// - Throws: ``DeadlockError`` when the thread owns a single-threaded context and the future can
     ///   only complete after a continuation runs on that context.
+    @usableFromInline @inline(never)
     final func blockUntilCompleted(timeoutNanoseconds: Int64) throws -> Bool {
         if isCompleted { return true }
         let thread = ThreadState.current
@@ -54,9 +55,12 @@ extension Future {
     ///
     /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
     ///   single-threaded context that the future needs in order to complete.
-    @inline(never)
+    ///
+    /// Inlinable, so that a completed future's value is read by code specialized for it; the
+    /// blocking itself is out of line, in `blockUntilCompleted`, the frame a profiler shows.
+    @inlinable
     public final func wait() throws -> Value {
-        _ = try blockUntilCompleted(timeoutNanoseconds: -1)
+        if !isCompleted { _ = try blockUntilCompleted(timeoutNanoseconds: -1) }
         return try getResult()
     }
 
@@ -64,15 +68,21 @@ extension Future {
     ///
     /// - Throws: ``TimeoutError`` when the time runs out, ``InvalidArgumentError`` for a negative
     ///   timeout, ``DeadlockError``, or the future's error.
-    @inline(never)
+    @inlinable
     public final func wait(timeout: Duration) throws -> Value {
+        if !isCompleted || timeout < .zero { try block(timeout: timeout) }
+        return try getResult()
+    }
+
+    /// The blocking part of `wait(timeout:)`, out of line; first, the check of the timeout.
+    @usableFromInline @inline(never)
+    final func block(timeout: Duration) throws {
         guard timeout >= .zero else {
             throw InvalidArgumentError("wait(timeout:) needs a timeout of zero or more, not \(timeout)")
         }
         guard try blockUntilCompleted(timeoutNanoseconds: timeout.totalNanoseconds) else {
             throw TimeoutError(timeout: timeout)
         }
-        return try getResult()
     }
 }
 
