@@ -167,10 +167,15 @@ final class ThreadPool {
             return
         }
         if worker.retired.isEmpty { worker.retiredSince = Clock.now }
-        body(&worker.retired)
-        if worker.retired.count > Self.maxRetired || Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
-            worker.retired = []
+        // Moved out and back rather than passed `inout`: `body` runs continuations, and no access
+        // to the list may stay open across them.
+        var retired = worker.retired
+        worker.retired = []
+        body(&retired)
+        if retired.count > Self.maxRetired || Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
+            retired = []
         }
+        worker.retired = retired
     }
 
     /// Pushes onto `worker`'s queue (its owner calls), sending overflow to the global queue.
