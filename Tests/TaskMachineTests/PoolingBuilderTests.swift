@@ -83,14 +83,20 @@ struct SumOfTwo: AsyncStateMachine {
 
 /// The token of a value future that reads from a source.
 func sourceToken(of future: borrowing ValueFuture<Int>) -> UInt16? {
-    if case .source(_, let token) = future.storage { return token }
-    return nil
+    switch future.storage {
+    case .machine(_, let token), .core(_, let token), .source(_, let token): token
+    case .value, .future: nil
+    }
 }
 
 /// The object behind a value future that reads from a source, or `nil` for an inline value.
 func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
-    if case .source(let source, _) = future.storage { return ObjectIdentifier(source) }
-    return nil
+    switch future.storage {
+    case .machine(let box, _): ObjectIdentifier(box)
+    case .core(let core, _): ObjectIdentifier(core)
+    case .source(let source, _): ObjectIdentifier(source)
+    case .value, .future: nil
+    }
 }
 
 @Suite struct PoolingBuilderTests {
@@ -132,6 +138,7 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
         let awaiter = doubled.getAwaiter()
         let copy = awaiter  // an awaiter is copyable; the box must refuse the second read
         #expect(try awaiter.getResult() == 10)
+        #expect(copy.isCompleted, "a stale awaiter reports completion, so that reading it throws at once")
         #expect(throws: ValueFutureSourceError.staleToken(expected: token &+ 1, found: token)) {
             try copy.getResult()
         }

@@ -131,6 +131,7 @@ struct CachedLookup: AsyncStateMachine {
         let stale = source.makeValueFuture().getAwaiter()
         try source.succeed(1)
         source.reset()
+        #expect(stale.isCompleted, "a stale awaiter reports completion, so that reading it throws at once")
         #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) { try stale.getResult() }
         #expect(throws: ValueFutureSourceError.staleToken(expected: 1, found: 0)) {
             try source.onCompleted(token: 0, AwaitContinuation {})

@@ -21,7 +21,38 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
     enum Storage {
         case value(Value)
         case future(Future<Value>)
+        /// A pooled state machine's box and the use it names. The runtime's two own sources have
+        /// cases of their own, so that an awaiter reads them through code specialized for `Value`:
+        /// through `source`, each read is a call through the protocol's witness table into generic
+        /// code, and each switch copies the existential (a retain and a release).
+        case machine(MachineBox<Value>, UInt16)
+        /// A source core and the version it names; see `machine`.
+        case core(ValueFutureSourceCore<Value>, UInt16)
         case source(any ValueFutureSource<Value>, UInt16)
+
+        /// Whether the result is ready; `true` for a stale token, whose read then throws.
+        @inlinable
+        var isCompleted: Bool {
+            switch self {
+            case .value: true
+            case .future(let future): future.isCompleted
+            case .machine(let box, let token): box.isCompleted(token: token)
+            case .core(let core, let token): core.isCompleted(token: token)
+            case .source(let source, let token): (try? source.status(token: token).isCompleted) ?? true
+            }
+        }
+
+        /// The result, or the error awaiting throws.
+        @inlinable
+        func getResult() throws -> Value {
+            switch self {
+            case .value(let value): value
+            case .future(let future): try future.getResult()
+            case .machine(let box, let token): try box.getResult(token: token)
+            case .core(let core, let token): try core.getResult(token: token)
+            case .source(let source, let token): try source.getResult(token: token)
+            }
+        }
     }
 
     @usableFromInline
@@ -45,16 +76,22 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
         storage = .source(source, token)
     }
 
+    /// A value future on the use `token` of a pooled state machine's box.
+    @inlinable
+    init(machine box: MachineBox<Value>, token: UInt16) {
+        storage = .machine(box, token)
+    }
+
+    /// A value future on the version `token` of `core`.
+    @inlinable
+    init(core: ValueFutureSourceCore<Value>, token: UInt16) {
+        storage = .core(core, token)
+    }
+
     /// Whether the result is ready. For a source whose version moved on, `true`: awaiting then
     /// throws ``ValueFutureSourceError/staleToken(expected:found:)`` at once.
     @inlinable
-    public var isCompleted: Bool {
-        switch storage {
-        case .value: true
-        case .future(let future): future.isCompleted
-        case .source(let source, let token): (try? source.status(token: token).isCompleted) ?? true
-        }
-    }
+    public var isCompleted: Bool { storage.isCompleted }
 
     /// A future of the same result, which can be awaited any number of times and stored.
     /// Allocates only when the value future held an inline value or a source.
@@ -64,24 +101,33 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
             return Future(completedWith: value)
         case .future(let future):
             return future
+        case .machine(let box, let token):
+            return Self.forward(source: box, token: token)
+        case .core(let core, let token):
+            return Self.forward(source: core, token: token)
         case .source(let source, let token):
-            let promise = Promise<Value>()
-            let forward = ClosureWorkItem {
-                do { promise.trySucceed(try source.getResult(token: token)) } catch {
-                    _ = promise.future.tryComplete(throwing: error, ownToken: nil)
-                }
-            }
-            do {
-                if try source.status(token: token).isCompleted {
-                    forward.run()
-                } else {
-                    try source.onCompleted(token: token, AwaitContinuation(job: .item(forward)))
-                }
-            } catch {
+            return Self.forward(source: source, token: token)
+        }
+    }
+
+    /// A future that completes with the result of the operation `token` names on `source`.
+    private static func forward(source: any ValueFutureSource<Value>, token: UInt16) -> Future<Value> {
+        let promise = Promise<Value>()
+        let forward = ClosureWorkItem {
+            do { promise.trySucceed(try source.getResult(token: token)) } catch {
                 _ = promise.future.tryComplete(throwing: error, ownToken: nil)
             }
-            return promise.future
         }
+        do {
+            if try source.status(token: token).isCompleted {
+                forward.run()
+            } else {
+                try source.onCompleted(token: token, AwaitContinuation(job: .item(forward)))
+            }
+        } catch {
+            _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+        }
+        return promise.future
     }
 
     /// An await of this value future that returns to the captured context only when
@@ -131,13 +177,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
     }
 
     @inlinable
-    public var isCompleted: Bool {
-        switch storage {
-        case .value: true
-        case .future(let future): future.isCompleted
-        case .source(let source, let token): (try? source.status(token: token).isCompleted) ?? true
-        }
-    }
+    public var isCompleted: Bool { storage.isCompleted }
 
     public func onCompleted(_ continuation: @escaping @Sendable () -> Void) throws {
         let context = continueOnCapturedContext ? SynchronizationContext.current : nil
@@ -146,11 +186,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
 
     @inlinable
     public func getResult() throws -> Value {
-        switch storage {
-        case .value(let value): value
-        case .future(let future): try future.getResult()
-        case .source(let source, let token): try source.getResult(token: token)
-        }
+        try storage.getResult()
     }
 
     // Inlinable, so that a state machine's builder registers through code specialized for
@@ -162,7 +198,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
             Continuations.dispatch(.future(box), mayRunInline: false)
         case .future(let future):
             future.registerAwait(of: box, continueOnCapturedContext: continueOnCapturedContext)
-        case .source:
+        case .machine, .core, .source:
             box.captureResumeContext(continueOnCapturedContext)
             try register(job: .future(box))
         }
@@ -180,6 +216,10 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
             Continuations.dispatch(job, mayRunInline: false)
         case .future(let future):
             future.onCompletion(job)
+        case .machine(let box, let token):
+            try box.onCompleted(token: token, AwaitContinuation(job: job))
+        case .core(let core, let token):
+            try core.onCompleted(token: token, AwaitContinuation(job: job))
         case .source(let source, let token):
             try source.onCompleted(token: token, AwaitContinuation(job: job))
         }

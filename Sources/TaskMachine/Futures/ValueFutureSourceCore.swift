@@ -1,4 +1,4 @@
-import Synchronization
+public import Synchronization
 
 /// A resettable, reusable ``ValueFutureSource``: one operation at a time, each under its own
 /// `UInt16` version — the counterpart of `ManualResetValueTaskSourceCore<T>`.
@@ -24,16 +24,20 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     /// right after the object's header (see `heapObjectHeaderSize`).
     @exclusivity(unchecked) var valueStorage: (UInt, UInt) = (0, 0)
     /// `SlotWord.empty`, `SlotWord.completed`, or the retained job of the one continuation.
-    private let slot = Atomic<UInt>(SlotWord.empty)
+    @usableFromInline
+    let slot = Atomic<UInt>(SlotWord.empty)
     /// 0 pending, 1 while the completer writes the outcome, then `succeeded` or `failed`.
-    private let outcome = Atomic<UInt8>(0)
-    private let currentVersion = Atomic<UInt16>(0)
+    @usableFromInline
+    let outcome = Atomic<UInt8>(0)
+    @usableFromInline
+    let currentVersion = Atomic<UInt16>(0)
     /// The error of a failed operation; written by the completer before the slot is published.
-    @exclusivity(unchecked) private var error: (any Error)?
+    @usableFromInline @exclusivity(unchecked) var error: (any Error)?
     /// Continuations are queued, never run by the thread that completes the operation.
     public let runsContinuationsAsynchronously: Bool
 
-    private static var succeeded: UInt8 { 2 }
+    @usableFromInline
+    static var succeeded: UInt8 { 2 }
     private static var failed: UInt8 { 3 }
 
     /// Creates a source at version 0 with a pending operation.
@@ -46,7 +50,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     }
 
     /// The address of `valueStorage`, without an `inout` access to it (see `Future.valueAddress`).
-    private var valueAddress: UnsafeMutableRawPointer {
+    @inlinable
+    var valueAddress: UnsafeMutableRawPointer {
         Unmanaged.passUnretained(self).toOpaque() + heapObjectHeaderSize
     }
 
@@ -54,8 +59,9 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     public var version: UInt16 { currentVersion.load(ordering: .acquiring) }
 
     /// A value future for the current operation.
+    @inlinable
     public func makeValueFuture() -> ValueFuture<Value> {
-        ValueFuture(source: self, token: version)
+        ValueFuture(core: self, token: currentVersion.load(ordering: .acquiring))
     }
 
     /// Moves to the next operation: a new version, no result, no continuation. Value futures of
@@ -124,6 +130,15 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         if try !SlotWord.installSingle(continuation.job, in: slot) { continuation.resumeAsynchronously() }
     }
 
+    /// Whether the operation `token` names has completed; `true` for an earlier one, as reading it
+    /// throws at once. What `status(token:)` says, with no error to make and drop.
+    @inlinable
+    func isCompleted(token: UInt16) -> Bool {
+        token != currentVersion.load(ordering: .acquiring) || slot.load(ordering: .acquiring) == SlotWord.completed
+    }
+
+    // Inlinable, so that an awaiter specialized for `Value` reads the value with a plain load.
+    @inlinable
     public func getResult(token: UInt16) throws -> Value {
         try check(token)
         guard slot.load(ordering: .acquiring) == SlotWord.completed else { throw ValueFutureSourceError.notCompleted }
@@ -133,7 +148,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         return InlineValue.load(Value.self, at: valueAddress)
     }
 
-    private func check(_ token: UInt16) throws {
+    @inlinable
+    func check(_ token: UInt16) throws {
         let current = currentVersion.load(ordering: .acquiring)
         guard token == current else {
             throw ValueFutureSourceError.staleToken(expected: current, found: token)

@@ -19,7 +19,8 @@ class MachineBox<Value: Sendable>: Future<Value> {
     /// to completion, must not find its own number again and drop that use's machine.
     final let resumptions = Atomic<UInt32>(0)
     /// Pooled boxes only: the use the current value future belongs to.
-    private let use = Atomic<UInt16>(0)
+    @usableFromInline
+    let use = Atomic<UInt16>(0)
     /// Which parties still hold a pooled box (``Holder``'s bits), and `pooledBit`, which never
     /// changes: read atomically, as the method's final resumption may be letting go on another
     /// thread while the caller still asks whether the box is pooled.
@@ -37,6 +38,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
     final var isPooled: Bool { holders.load(ordering: .relaxed) & Self.pooledBit != 0 }
 
     /// The two parties of a pooled box.
+    @usableFromInline
     enum Holder: UInt8 {
         /// The method: lets go when its final resumption returns.
         case method = 1
@@ -53,6 +55,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
     }
 
     /// Lets go of the box for `holder`, once; the last to let go recycles it.
+    @usableFromInline
     final func release(_ holder: Holder) {
         let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
         guard before & holder.rawValue != 0, before == holder.rawValue | Self.pooledBit else { return }
@@ -69,12 +72,20 @@ class MachineBox<Value: Sendable>: Future<Value> {
     }
 
     /// The token of the current use.
-    @usableFromInline
+    @inlinable
     final var token: UInt16 { use.load(ordering: .acquiring) }
 
-    private func check(_ token: UInt16) throws {
+    @inlinable
+    final func check(_ token: UInt16) throws {
         let current = use.load(ordering: .acquiring)
         guard token == current else { throw ValueFutureSourceError.staleToken(expected: current, found: token) }
+    }
+
+    /// Whether the use `token` names has completed; `true` for an earlier use, as reading it throws
+    /// at once. What `status(token:)` says, with no error to make and drop.
+    @inlinable
+    final func isCompleted(token: UInt16) -> Bool {
+        token != self.token || isCompleted
     }
 }
 
@@ -91,7 +102,8 @@ extension MachineBox: ValueFutureSource {
         if try !addSingleContinuation(continuation.job) { continuation.resumeAsynchronously() }
     }
 
-    @usableFromInline
+    // Inlinable, so that an awaiter specialized for `Value` reads the value with a plain load.
+    @inlinable
     func getResult(token: UInt16) throws -> Value {
         try check(token)
         guard isCompleted else { throw ValueFutureSourceError.notCompleted }

@@ -104,7 +104,7 @@ public struct PoolingValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuil
     @inlinable
     static func valueFuture(on box: MachineBox<Value>) -> ValueFuture<Value> {
         assert(box.isPooled, "a pooling builder's box is pooled")
-        return ValueFuture(source: box, token: box.token)
+        return ValueFuture(machine: box, token: box.token)
     }
 
     /// Completes the method with `value`.
