@@ -32,10 +32,9 @@ int64_t tm_monotonic_nanoseconds(void) {
     return (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
-static __thread void *thread_state;
+__thread void *tm_thread_state;
 
-void *tm_thread_state_get(void) { return thread_state; }
-void tm_thread_state_set(void *state) { thread_state = state; }
+void tm_thread_state_set(void *state) { tm_thread_state = state; }
 
 __attribute__((noinline)) uintptr_t tm_stack_address(void) {
     return (uintptr_t)__builtin_frame_address(0);
