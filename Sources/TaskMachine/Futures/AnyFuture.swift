@@ -326,7 +326,8 @@ extension AnyFuture: @unchecked Sendable {}
 /// The values of the continuation slot.
 @usableFromInline
 enum SlotWord {
-    static let empty: UInt = 0
+    @usableFromInline
+    static var empty: UInt { 0 }
     @usableFromInline
     static var completed: UInt { 1 }
     static let list: UInt = 2

@@ -64,8 +64,11 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         ValueFuture(core: self, token: currentVersion.load(ordering: .acquiring))
     }
 
+    // Inlinable, so that the value is destroyed by code specialized for its type: for plain data,
+    // nothing at all, where the generic code asked the type's metadata (about 15 instructions).
     /// Moves to the next operation: a new version, no result, no continuation. Value futures of
     /// earlier versions become stale. Call it once the current operation's result has been read.
+    @inlinable
     public func reset() {
         // The version first: from here a value future of the old operation gets a stale-token
         // error rather than a glimpse of the outcome being cleared.
@@ -77,10 +80,18 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     }
 
     /// Drops the current operation's value, error and unrun continuation.
-    private func clearOutcome() {
+    @inlinable
+    func clearOutcome() {
         if outcome.load(ordering: .acquiring) == Self.succeeded {
             InlineValue.destroy(Value.self, at: valueAddress)
         }
+        clearErrorAndContinuation()
+    }
+
+    /// Drops the current operation's error and unrun continuation; the part of `clearOutcome()`
+    /// that does not depend on `Value`, out of line.
+    @usableFromInline
+    func clearErrorAndContinuation() {
         error = nil
         let word = slot.load(ordering: .acquiring)
         if SlotWord.isJob(word) {
@@ -89,8 +100,11 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         }
     }
 
+    // Inlinable, so that the value is stored by code specialized for its type rather than through
+    // its value witnesses (about 90 instructions fewer per completion for an `Int`, callgrind).
     /// Completes the current operation with `value`.
     /// - Throws: ``ValueFutureSourceError/alreadyCompleted`` if it has completed.
+    @inlinable
     public func succeed(_ value: Value) throws {
         try reserve()
         InlineValue.store(value, at: valueAddress)
@@ -105,13 +119,15 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         publish(Self.failed)
     }
 
-    private func reserve() throws {
+    @usableFromInline
+    func reserve() throws {
         guard outcome.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged else {
             throw ValueFutureSourceError.alreadyCompleted
         }
     }
 
-    private func publish(_ result: UInt8) {
+    @usableFromInline
+    func publish(_ result: UInt8) {
         outcome.store(result, ordering: .releasing)
         let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
         guard SlotWord.isJob(taken) else { return }
