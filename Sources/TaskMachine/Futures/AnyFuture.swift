@@ -246,6 +246,7 @@ public class AnyFuture {
 
     /// Adds `job` as the one continuation of a future used as a value-future source. Returns
     /// `false` if the future has completed; throws if a continuation is registered already.
+    @usableFromInline
     final func addSingleContinuation(_ job: Job) throws -> Bool {
         try SlotWord.installSingle(job, in: slot)
     }

@@ -96,7 +96,9 @@ extension MachineBox: ValueFutureSource {
         return status
     }
 
-    @usableFromInline
+    // Inlinable, as `getResult(token:)` is: out of line, in code generic over `Value`, the token
+    // check was a call of its own.
+    @inlinable
     func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
         try check(token)
         if try !addSingleContinuation(continuation.job) { continuation.resumeAsynchronously() }
