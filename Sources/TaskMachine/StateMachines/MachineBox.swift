@@ -64,10 +64,13 @@ class MachineBox<Value: Sendable>: Future<Value> {
 
     /// Resets the box for its next use and offers it to this thread's cache; a full cache lets it go.
     private func recycle() {
+        // The use first, as `ValueFutureSourceCore.reset()` moves its version first: from here a
+        // value future of the old use gets a stale-token error, rather than a look at the box
+        // being cleared or, registering, a place in the next use.
+        _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
         // `finished` stays set: the box holds no machine until the next use installs one.
         resetForReuse()
         holders.store(Self.bothHolders, ordering: .relaxed)
-        _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
         BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
     }
 
