@@ -65,8 +65,7 @@ final class ThreadState {
     /// (the pthread key's destructor), so the state outlives any call made on its thread.
     @inline(__always)
     static func withCurrent<Result>(_ body: (ThreadState) throws -> Result) rethrows -> Result {
-        let raw = tm_thread_state_get() ?? Unmanaged.passUnretained(adoptCurrentThread(name: nil, role: nil)).toOpaque()
-        return try Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
+        try currentUnmanaged._withUnsafeGuaranteedRef(body)
     }
 
     /// The calling thread's state (created on first use), for an `unowned(unsafe)` local: no
@@ -75,8 +74,14 @@ final class ThreadState {
     /// Safe for the same reason as ``withCurrent(_:)``: the state outlives any call on its thread.
     @inline(__always)
     static var unretainedCurrent: ThreadState {
-        let raw = tm_thread_state_get() ?? Unmanaged.passUnretained(adoptCurrentThread(name: nil, role: nil)).toOpaque()
-        return Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
+        currentUnmanaged.takeUnretainedValue()
+    }
+
+    /// The calling thread's state, created on first use, as the thread-local pointer holds it.
+    @inline(__always)
+    private static var currentUnmanaged: Unmanaged<ThreadState> {
+        if let raw = tm_thread_state_get() { return Unmanaged.fromOpaque(raw) }
+        return Unmanaged.passUnretained(adoptCurrentThread(name: nil, role: nil))
     }
 
     /// Like ``withCurrent(_:)``, but `nil` for a thread that has no state yet; never creates it.
