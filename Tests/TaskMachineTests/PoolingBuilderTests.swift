@@ -164,6 +164,33 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
         #expect(try next.getAwaiter().getResult() == 2)
     }
 
+    @Test func readingTheValueFutureTakesTheCallersReferenceToTheBox() throws {
+        let source = ValueFutureSourceCore<Int>()
+        var machine = Doubled(read: source.makeValueFuture().getAwaiter())
+        PoolingValueFutureMethodBuilder.start(&machine)
+        guard case .owned = machine.builder.box else {
+            Issue.record("a suspended method's caller holds its box until the value future is read")
+            return
+        }
+        let doubled = machine.builder.valueFuture
+        guard case .none = machine.builder.box else {
+            Issue.record("the caller's machine still holds the box after its value future was read")
+            return
+        }
+        try source.succeed(4)
+        #expect(try doubled.getAwaiter().getResult() == 8)
+    }
+
+    @Test func readingASuspendedMethodsValueFutureTwiceStopsTheProgram() async {
+        await #expect(processExitsWith: .failure) {
+            let source = ValueFutureSourceCore<Int>()
+            var machine = Doubled(read: source.makeValueFuture().getAwaiter())
+            PoolingValueFutureMethodBuilder.start(&machine)
+            _ = machine.builder.valueFuture
+            _ = machine.builder.valueFuture
+        }
+    }
+
     @Test func aMethodThatDoesNotSuspendTakesNoBox() throws {
         let inline = Doubled.start(reading: ValueFuture(21))
         #expect(sourceObject(of: inline) == nil)

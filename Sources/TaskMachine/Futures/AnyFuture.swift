@@ -170,6 +170,17 @@ public class AnyFuture {
         completionState.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
 
+    /// Claims the right to complete a future that nothing but its owner completes, and only one
+    /// thread at a time (a state machine's box, completed by the resumption running its machine):
+    /// with no rival completer, a plain load and store do what `reserveCompletion()`'s
+    /// compare-and-exchange does, without its locked instruction.
+    @usableFromInline
+    final func reserveCompletionAsOwner() -> Bool {
+        guard completionState.load(ordering: .relaxed) == 0 else { return false }
+        completionState.store(1, ordering: .relaxed)
+        return true
+    }
+
     /// Publishes the outcome written after `reserveCompletion()` and runs the continuations.
     ///
     /// - Parameter forceAsynchronous: queue every continuation, run none inline (cancellation uses it,
@@ -240,8 +251,10 @@ public class AnyFuture {
         resumeContext = nil
         observed.store(false, ordering: .relaxed)
         completionState.store(0, ordering: .relaxed)
-        // An exchange: it publishes the cleared fields to the thread that takes the box next.
-        _ = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
+        // A releasing store (a plain store on x86, where an exchange is a locked instruction): it
+        // publishes the cleared fields to whoever next reads the slot with an acquiring load or
+        // registers with a compare-and-exchange. Nobody else writes the slot of a box being reset.
+        slot.store(SlotWord.empty, ordering: .releasing)
     }
 
     /// Adds `job` as the one continuation of a future used as a value-future source. Returns

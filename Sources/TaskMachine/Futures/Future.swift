@@ -116,6 +116,17 @@ public class Future<Value: Sendable>: AnyFuture {
         return true
     }
 
+    /// Succeeds a future that only its owner completes, one thread at a time: a state machine's
+    /// box, completed by its machine's running resumption. The claim is a load and a store rather
+    /// than a compare-and-exchange; `false` if the future has completed already.
+    @inlinable
+    final func succeedAsOwner(_ value: Value) -> Bool {
+        guard reserveCompletionAsOwner() else { return false }
+        storeValue(value)
+        publishCompletion(.succeeded)
+        return true
+    }
+
     /// Completes this future with the outcome of `other`, which has completed.
     /// Reads `other`'s errors (observing them) only if this future takes them.
     final func tryComplete(from other: Future<Value>) -> Bool {

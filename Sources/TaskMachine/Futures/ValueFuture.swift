@@ -42,6 +42,26 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
             }
         }
 
+        /// The runtime's own source this storage reads, if it is one, unretained: a `switch` that
+        /// binds the reference copies it, a retain and a release around the call it is used for,
+        /// even though the storage holds it for as long as its owner is borrowed. Bound only to
+        /// make a trivial `Unmanaged`, the copy is dead and the optimizer drops it.
+        @inlinable
+        var unretainedRuntimeSource: (RuntimeSource, UInt16)? {
+            switch self {
+            case .machine(let box, let token): (.machine(Unmanaged.passUnretained(box)), token)
+            case .core(let core, let token): (.core(Unmanaged.passUnretained(core)), token)
+            default: nil
+            }
+        }
+
+        /// One of the runtime's own sources, unretained.
+        @usableFromInline
+        enum RuntimeSource {
+            case machine(Unmanaged<MachineBox<Value>>)
+            case core(Unmanaged<ValueFutureSourceCore<Value>>)
+        }
+
         /// The result, or the error awaiting throws.
         @inlinable
         func getResult() throws -> Value {
@@ -211,6 +231,17 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
 
     @inlinable
     func register(job: Job) throws {
+        // The runtime's own sources without a copy of their reference (see `unretainedRuntimeSource`);
+        // the storage keeps them alive for the call.
+        if let (source, token) = storage.unretainedRuntimeSource {
+            switch source {
+            case .machine(let box):
+                try box._withUnsafeGuaranteedRef { try $0.onCompleted(token: token, AwaitContinuation(job: job)) }
+            case .core(let core):
+                try core._withUnsafeGuaranteedRef { try $0.onCompleted(token: token, AwaitContinuation(job: job)) }
+            }
+            return
+        }
         switch storage {
         case .value:
             Continuations.dispatch(job, mayRunInline: false)

@@ -75,8 +75,11 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         _ = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing)
         clearOutcome()
         outcome.store(0, ordering: .relaxed)
-        // An exchange, not a store: it publishes the cleared outcome to the next operation's users.
-        _ = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
+        // A releasing store publishes the cleared outcome to the next operation's users, who read
+        // the slot with an acquiring load or register with a compare-and-exchange; on x86 it is a
+        // plain store, where an exchange is a locked instruction. Between operations nobody else
+        // writes the slot: its continuation ran or was dropped above.
+        slot.store(SlotWord.empty, ordering: .releasing)
     }
 
     /// Drops the current operation's value, error and unrun continuation.

@@ -55,6 +55,21 @@ public protocol AsyncStateMachine {
 
     /// Runs the machine from its current state to its next suspension or to its end.
     mutating func moveNext()
+
+    /// Destroys the machine at `machine`. A runtime entry point with one implementation, the
+    /// default below; do not implement it.
+    ///
+    /// A requirement rather than a generic function, so that the box's code, which is not
+    /// specialized for the machine, reaches code that is: the witness for a conforming type is
+    /// compiled with that type known, and destroys its fields in place.
+    static func _destroy(at machine: UnsafeMutablePointer<Self>)
+}
+
+extension AsyncStateMachine {
+    @inlinable
+    public static func _destroy(at machine: UnsafeMutablePointer<Self>) {
+        machine.deinitialize(count: 1)
+    }
 }
 
 /// What a state machine's builder does: box the machine at its first suspension and register it as
@@ -150,9 +165,10 @@ final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable
     /// Drops the machine and marks the box finished.
     private func dropMachine() {
         finished = true
-        // `move()` rather than `deinitialize(count: 1)`, which unspecialized code does through
-        // the runtime's `swift_arrayDestroy`.
-        _ = machine.move()
+        // Through the machine's own conformance: here, unspecialized, `deinitialize(count: 1)`
+        // goes through the runtime's `swift_arrayDestroy`, and `move()` copies the machine out to
+        // destroy the copy.
+        Machine._destroy(at: machine)
     }
 
     deinit {
@@ -232,6 +248,15 @@ enum BoxReference<Value: Sendable> {
         case .owned(let future): body(future)
         case .inside(let box): box._withUnsafeGuaranteedRef(body)
         }
+    }
+
+    /// Moves the future out of an `owned` reference, leaving `none`: no retain and no release.
+    @inlinable
+    mutating func takeOwned() -> Future<Value> {
+        var taken = BoxReference.none
+        swap(&taken, &self)
+        guard case .owned(let future) = consume taken else { preconditionFailure("no future to take") }
+        return future
     }
 
     /// Ends the method with `error`: cancelled for an ``OperationCancelledError``, failed otherwise;

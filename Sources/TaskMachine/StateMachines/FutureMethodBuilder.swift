@@ -28,7 +28,8 @@ public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     /// Completes the method with `value`.
     @inlinable
     public mutating func setResult(_ value: Value) {
-        if box.withFuture({ $0.trySucceed(value) }) == nil {
+        // The machine is the box's only completer: no rival to claim the completion against.
+        if box.withFuture({ $0.succeedAsOwner(value) }) == nil {
             box = .owned(Future(completedWith: value))
         }
     }

@@ -57,6 +57,11 @@ class MachineBox<Value: Sendable>: Future<Value> {
     /// Lets go of the box for `holder`, once; the last to let go recycles it.
     @usableFromInline
     final func release(_ holder: Holder) {
+        // The other party usually let go first (a method that completed before its result was
+        // read, or a result read after): then nobody else changes `holders` any more, and an
+        // acquiring load, which sees the other party's releasing update, replaces the locked
+        // read-modify-write.
+        if holders.load(ordering: .acquiring) == holder.rawValue | Self.pooledBit { return recycle() }
         let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
         guard before & holder.rawValue != 0, before == holder.rawValue | Self.pooledBit else { return }
         recycle()

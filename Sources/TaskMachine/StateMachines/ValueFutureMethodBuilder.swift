@@ -31,7 +31,8 @@ public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     /// Completes the method with `value`.
     @inlinable
     public mutating func setResult(_ value: Value) {
-        if box.withFuture({ $0.trySucceed(value) }) == nil {
+        // The machine is the box's only completer: no rival to claim the completion against.
+        if box.withFuture({ $0.succeedAsOwner(value) }) == nil {
             synchronousResult = value
         }
     }
@@ -83,20 +84,29 @@ public struct PoolingValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuil
         machine.moveNext()
     }
 
-    /// The method's value future. Read it after ``start(_:)``.
+    /// The method's value future. Read it once, after ``start(_:)``.
+    ///
+    /// Reading it moves the builder's reference to the method's box into the value future, which
+    /// is read once in turn: no retain for the value future, and no release when the caller's copy
+    /// of the machine goes. A second read of a suspended method's value future stops the program.
     @inlinable
     public var valueFuture: ValueFuture<Value> {
-        // This builder's future is its box, a pooled `MachineBox`, unless the method failed without
-        // suspending: then it is a plain `Future` made for the error. Told apart by the object's
-        // class, and borrowed from the builder: a conditional cast cost a call into the runtime,
-        // and reading `box.future` a retain and a release.
-        switch plain.box {
-        case .owned(let future) where type(of: future) != Future<Value>.self:
-            return Self.valueFuture(on: unsafeDowncast(future, to: MachineBox<Value>.self))
-        case .inside(let box):
-            return Self.valueFuture(on: unsafeDowncast(box.takeUnretainedValue(), to: MachineBox<Value>.self))
-        default:
-            return plain.valueFuture
+        mutating get {
+            // This builder's future is its box, a pooled `MachineBox`, unless the method failed
+            // without suspending: then it is a plain `Future` made for the error. Told apart by the
+            // object's class: a conditional cast cost a call into the runtime.
+            switch plain.box {
+            case .owned(let future) where type(of: future) != Future<Value>.self:
+                return Self.valueFuture(on: unsafeDowncast(plain.box.takeOwned(), to: MachineBox<Value>.self))
+            case .inside(let box):
+                return Self.valueFuture(on: unsafeDowncast(box.takeUnretainedValue(), to: MachineBox<Value>.self))
+            case .none where plain.synchronousResult == nil:
+                preconditionFailure(
+                    "PoolingValueFutureMethodBuilder.valueFuture read twice, or before start(_:) completed or suspended the machine"
+                )
+            default:
+                return plain.valueFuture
+            }
         }
     }
 
