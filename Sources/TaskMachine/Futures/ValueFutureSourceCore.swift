@@ -95,7 +95,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     /// that does not depend on `Value`, out of line.
     @usableFromInline
     func clearErrorAndContinuation() {
-        error = nil
+        // Tested first: assigning `nil` over `nil` still calls out to destroy the old value.
+        if error != nil { error = nil }
         let word = slot.load(ordering: .acquiring)
         if SlotWord.isJob(word) {
             Job.releaseWord(word)
