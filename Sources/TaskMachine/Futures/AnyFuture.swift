@@ -210,7 +210,7 @@ public class AnyFuture {
             for job in jobs.dropFirst() { Continuations.dispatch(job, mayRunInline: false) }
             if let first = jobs.first { Continuations.dispatch(first, mayRunInline: inline) }
         default:
-            Continuations.dispatch(Job(takingRetainedWord: taken), mayRunInline: inline)
+            Continuations.dispatch(slotWord: taken, mayRunInline: inline)
         }
     }
 

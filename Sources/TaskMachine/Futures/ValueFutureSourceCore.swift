@@ -135,7 +135,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         outcome.store(result, ordering: .releasing)
         let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
         guard SlotWord.isJob(taken) else { return }
-        Continuations.dispatch(Job(takingRetainedWord: taken), mayRunInline: !runsContinuationsAsynchronously)
+        Continuations.dispatch(slotWord: taken, mayRunInline: !runsContinuationsAsynchronously)
     }
 
     public func status(token: UInt16) throws -> FutureStatus {
