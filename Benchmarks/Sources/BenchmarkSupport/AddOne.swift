@@ -64,3 +64,35 @@ public struct AddOnePooled: AsyncStateMachine {
         return machine.builder.valueFuture
     }
 }
+
+/// `async Future<Int> AddOneToRead(input) { return await input + 1 }`: the plain builder awaiting a
+/// value future, so that a call that suspends on a pooled source allocates its box and nothing
+/// else.
+public struct AddOneToRead: AsyncStateMachine {
+    public var builder = FutureMethodBuilder<Int>()
+    var awaitedAlready = false
+    let input: ValueFutureAwaiter<Int>
+
+    public mutating func moveNext() {
+        do {
+            if !awaitedAlready {
+                awaitedAlready = true
+                if !input.isCompleted {
+                    awaitUnsafeOnCompleted(input)
+                    return
+                }
+            }
+            builder.setResult(try input.getResult() + 1)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    /// Starts the method: runs it up to its await and returns its future.
+    @inline(never)
+    public static func start(_ input: consuming ValueFuture<Int>) -> Future<Int> {
+        var machine = AddOneToRead(input: input.getAwaiter())
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
