@@ -200,6 +200,7 @@ public class AnyFuture {
     }
 
     /// Runs or queues the continuations `taken` from the slot by `publish(_:)`, releasing them.
+    @inline(__always)
     final func runContinuations(_ taken: UInt, inline: Bool) {
         switch taken {
         case SlotWord.empty:

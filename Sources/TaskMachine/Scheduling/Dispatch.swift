@@ -42,23 +42,31 @@ enum Continuations {
             return dispatch(Job(takingRetainedWord: word), mayRunInline: mayRunInline)
         }
         let box = Unmanaged<AnyFuture>.fromOpaque(UnsafeRawPointer(bitPattern: word).unsafelyUnwrapped)
+        // Borrowed, both: the thread's state outlives the call, and the word's retain keeps the box.
         let ranInline = ThreadState.withCurrent { state in
-            box._withUnsafeGuaranteedRef { future in
-                // The checks `dispatch(_:mayRunInline:)` and `runInline` make, in that order.
-                guard future.resumeContext == nil, state.runningBox != ObjectIdentifier(future),
-                    state.inlineDepth < maxInlineDepth
-                else { return false }
-                state.inlineDepth += 1
-                future.runAsJob()
-                if state.inlineDepth == 1 && !state.deferred.isEmpty {
-                    drainDeferred(state)
-                }
-                state.inlineDepth -= 1
-                return true
-            }
+            box._withUnsafeGuaranteedRef { runInlineIfAllowed($0, state: state) }
         }
         guard ranInline else { return dispatch(Job(takingRetainedWord: word), mayRunInline: true) }
         box.release()
+    }
+
+    /// Runs `future` inline unless `dispatch(_:mayRunInline:)` or `runInline` would not (it has a
+    /// context, it is the machine running, or the stack is deep), and says whether it did.
+    ///
+    /// Inlined into its caller, with the closures around it: each was a frame of its own, and a
+    /// chain of continuations run inline nests these frames once per link.
+    @inline(__always)
+    private static func runInlineIfAllowed(_ future: AnyFuture, state: ThreadState) -> Bool {
+        guard future.resumeContext == nil, state.runningBox != ObjectIdentifier(future),
+            state.inlineDepth < maxInlineDepth
+        else { return false }
+        state.inlineDepth += 1
+        future.runAsJob()
+        if state.inlineDepth == 1 && !state.deferred.isEmpty {
+            drainDeferred(state)
+        }
+        state.inlineDepth -= 1
+        return true
     }
 
     /// Queues `job` on its context, or on the pool when it has none.

@@ -26,7 +26,9 @@ public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     }
 
     /// Completes the method with `value`.
-    @inlinable
+    // Always inlined into the machine's `moveNext()`: a call here is a frame nested once per link
+    // of a chain of continuations run inline.
+    @inlinable @inline(__always)
     public mutating func setResult(_ value: Value) {
         // The machine is the box's only completer: no rival to claim the completion against.
         if box.withFuture({ $0.succeedAsOwner(value) }) == nil {

@@ -54,14 +54,17 @@ class MachineBox<Value: Sendable>: Future<Value> {
         if pooled { holders.store(Self.bothHolders, ordering: .relaxed) }
     }
 
-    /// Lets go of the box for `holder`, once; the last to let go recycles it.
+    /// Lets go of a pooled box for `holder`, once; the last to let go recycles it. Does nothing for
+    /// a box that is not pooled.
     @usableFromInline
     final func release(_ holder: Holder) {
         // The other party usually let go first (a method that completed before its result was
         // read, or a result read after): then nobody else changes `holders` any more, and an
         // acquiring load, which sees the other party's releasing update, replaces the locked
         // read-modify-write.
-        if holders.load(ordering: .acquiring) == holder.rawValue | Self.pooledBit { return recycle() }
+        let holding = holders.load(ordering: .acquiring)
+        if holding == holder.rawValue | Self.pooledBit { return recycle() }
+        guard holding & Self.pooledBit != 0 else { return }  // not pooled: nothing to let go of
         let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
         guard before & holder.rawValue != 0, before == holder.rawValue | Self.pooledBit else { return }
         recycle()

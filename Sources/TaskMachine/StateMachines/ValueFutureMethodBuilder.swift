@@ -29,7 +29,9 @@ public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     }
 
     /// Completes the method with `value`.
-    @inlinable
+    // Always inlined into the machine's `moveNext()`: a call here is a frame nested once per link
+    // of a chain of continuations run inline.
+    @inlinable @inline(__always)
     public mutating func setResult(_ value: Value) {
         // The machine is the box's only completer: no rival to claim the completion against.
         if box.withFuture({ $0.succeedAsOwner(value) }) == nil {
@@ -118,7 +120,9 @@ public struct PoolingValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuil
     }
 
     /// Completes the method with `value`.
-    @inlinable
+    // Always inlined into the machine's `moveNext()`: a call here is a frame nested once per link
+    // of a chain of continuations run inline.
+    @inlinable @inline(__always)
     public mutating func setResult(_ value: Value) {
         plain.setResult(value)
     }
