@@ -36,7 +36,10 @@ enum Continuations {
     /// The common case, a state machine's box with no context to return to, run inline, takes a
     /// path of its own: it reads the box straight from the word and runs it, with none of the
     /// general path's steps (making a `Job`, asking it for its context, switching on it to run
-    /// it, destroying it), about a fifth of the instructions of a resumption.
+    /// it, destroying it), about a fifth of the instructions of a resumption. Inlined into the
+    /// completion that calls it, so that a chain of continuations run inline nests one frame fewer
+    /// per link.
+    @inline(__always)
     static func dispatch(slotWord word: UInt, mayRunInline: Bool) {
         guard mayRunInline, word & SlotWord.itemTag == 0 else {
             return dispatch(Job(takingRetainedWord: word), mayRunInline: mayRunInline)
