@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Testing
 
@@ -76,6 +77,28 @@ import Testing
         #expect(try futures.map { try $0.wait(timeout: .seconds(10)) } == [3, 7])
         // The futures are still here; the arguments went with their bodies.
         #expect(small == nil && large == nil)
+    }
+
+    @Test func runKeepsItsClosureAndCapturesUntilTheFutureGoes() throws {
+        final class Tracked: Sendable {
+            let number: Int
+            init(_ number: Int) { self.number = number }
+        }
+        weak var captured: Tracked?
+        var future: Future<Int>?
+        do {
+            let tracked = Tracked(7)
+            captured = tracked
+            future = Future.run { tracked.number * 6 }
+        }
+        #expect(try future?.wait(timeout: .seconds(10)) == 42)
+        // The closure is freed with the future, by the thread that made it, not by the worker.
+        #expect(captured != nil)
+        future = nil
+        // The worker may still hold the job for the moment after it completed the future.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while captured != nil && ContinuousClock.now < deadline { sched_yield() }
+        #expect(captured == nil)
     }
 
     @Test func runWithAnArgumentAndACancelledTokenNeitherRunsNorKeepsIt() throws {
