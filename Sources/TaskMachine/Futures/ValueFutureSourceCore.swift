@@ -168,7 +168,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         return InlineValue.load(Value.self, at: valueAddress)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func check(_ token: UInt16) throws {
         let current = currentVersion.load(ordering: .acquiring)
         guard token == current else {

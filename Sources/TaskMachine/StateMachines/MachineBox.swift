@@ -86,7 +86,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
     @inlinable
     final var token: UInt16 { use.load(ordering: .acquiring) }
 
-    @inlinable
+    @inlinable @inline(__always)
     final func check(_ token: UInt16) throws {
         let current = use.load(ordering: .acquiring)
         guard token == current else { throw ValueFutureSourceError.staleToken(expected: current, found: token) }
