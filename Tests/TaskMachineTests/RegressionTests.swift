@@ -41,6 +41,41 @@ struct AwaitEagerSource: AsyncStateMachine {
     }
 }
 
+/// Suspends once (so it runs inside its box), then awaits a promise and, before returning, completes
+/// it on the same thread: the promise's continuation is the very box that is running.
+struct CompleteWhatItAwaits: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    var awaiter: FutureAwaiter<Int>?
+    /// Set while `moveNext()` runs: a resumption nested in another would find it set.
+    let running = Flag()
+
+    mutating func moveNext() {
+        precondition(!running.isSet, "the machine was entered while it was running")
+        running.set()
+        defer { running.clear() }
+        do {
+            if state == 0 {
+                state = 1
+                awaitUnsafeOnCompleted(Future.yield().getAwaiter())
+                return
+            }
+            if state == 1 {
+                let promise = Promise<Int>()
+                let awaiter = promise.future.getAwaiter()
+                self.awaiter = awaiter
+                state = 2
+                awaitUnsafeOnCompleted(awaiter)
+                try promise.succeed(9)  // its continuation is this box, running now
+                return
+            }
+            builder.setResult(try awaiter!.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+}
+
 /// Bugs found in review, each pinned by the scenario that exposed it.
 @Suite struct RegressionTests {
     @Test func anExtraWorkerDoesNotRetireWhileRegularWorkersAreBlocked() throws {
@@ -118,6 +153,12 @@ struct AwaitEagerSource: AsyncStateMachine {
         var machine = AwaitEagerSource()
         FutureMethodBuilder.start(&machine)
         #expect(try machine.builder.future.wait(timeout: .seconds(10)) == 5)
+    }
+
+    @Test func aMachineCompletingWhatItAwaitsIsResumedAfterItReturnsNotInsideItself() throws {
+        var machine = CompleteWhatItAwaits()
+        FutureMethodBuilder.start(&machine)
+        #expect(try machine.builder.future.wait(timeout: .seconds(10)) == 9)
     }
 
     @Test func aSourceFailingAfterATimeoutIsStillReportedUnobserved() throws {
