@@ -256,7 +256,9 @@ public class AnyFuture {
         completionState.store(0, ordering: .relaxed)
         // A releasing store (a plain store on x86, where an exchange is a locked instruction): it
         // publishes the cleared fields to whoever next reads the slot with an acquiring load or
-        // registers with a compare-and-exchange. Nobody else writes the slot of a box being reset.
+        // registers with a compare-and-exchange. Nobody else writes the slot of a box being reset,
+        // but a stale reader that passed its token check before the use moved, which an exchange
+        // would not stop either.
         slot.store(SlotWord.empty, ordering: .releasing)
     }
 

@@ -78,7 +78,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         // A releasing store publishes the cleared outcome to the next operation's users, who read
         // the slot with an acquiring load or register with a compare-and-exchange; on x86 it is a
         // plain store, where an exchange is a locked instruction. Between operations nobody else
-        // writes the slot: its continuation ran or was dropped above.
+        // writes the slot (its continuation ran or was dropped above), but a stale reader that
+        // passed its token check before the version moved, which an exchange would not stop either.
         slot.store(SlotWord.empty, ordering: .releasing)
     }
 
