@@ -47,19 +47,18 @@ struct CompleteWhatItAwaits: AsyncStateMachine {
     var builder = FutureMethodBuilder<Int>()
     var state = 0
     var awaiter: FutureAwaiter<Int>?
-    /// Set while `moveNext()` runs: a resumption nested in another would find it set.
-    let running = Flag()
+    let entry = EntryGuard()
 
     mutating func moveNext() {
-        precondition(!running.isSet, "the machine was entered while it was running")
-        running.set()
-        defer { running.clear() }
         do {
             if state == 0 {
                 state = 1
                 awaitUnsafeOnCompleted(Future.yield().getAwaiter())
                 return
             }
+            // In the box from here: a resumption nested in this one would find it entered.
+            entry.enter()
+            defer { entry.leave() }
             if state == 1 {
                 let promise = Promise<Int>()
                 let awaiter = promise.future.getAwaiter()
@@ -73,6 +72,23 @@ struct CompleteWhatItAwaits: AsyncStateMachine {
         } catch {
             builder.setError(error)
         }
+    }
+}
+
+/// Which thread is inside a machine's `moveNext()`. A thread entering it again while inside, a
+/// nested resumption, stops the program; another thread may enter before the first has left, as a
+/// continuation run elsewhere may start while the segment that registered it returns.
+final class EntryGuard: Sendable {
+    private let thread = Atomic<UInt>(0)
+
+    func enter() {
+        let me = UInt(bitPattern: Int(bitPattern: pthread_self()))
+        precondition(thread.exchange(me, ordering: .relaxed) != me, "the machine was entered while it was running")
+    }
+
+    func leave() {
+        let me = UInt(bitPattern: Int(bitPattern: pthread_self()))
+        _ = thread.compareExchange(expected: me, desired: 0, ordering: .relaxed)
     }
 }
 
