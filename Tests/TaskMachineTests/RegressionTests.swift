@@ -56,7 +56,10 @@ struct CompleteWhatItAwaits: AsyncStateMachine {
                 awaitUnsafeOnCompleted(Future.yield().getAwaiter())
                 return
             }
-            // In the box from here: a resumption nested in this one would find it entered.
+            // In the box from here: a resumption nested in this one would find it entered. A local,
+            // as the segment below goes on after its registration, when another thread may already
+            // have finished the machine and dropped it.
+            let entry = self.entry
             entry.enter()
             defer { entry.leave() }
             if state == 1 {
