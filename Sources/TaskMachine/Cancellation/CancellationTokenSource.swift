@@ -23,30 +23,51 @@ public final class CancellationTokenSource: Sendable {
         var generation: UInt32
     }
 
+    /// The callback table: slot 0 in place, the rest in an array made on the second registration.
+    /// Most sources hold one callback at a time (a delay's, or an operation's), and the array was
+    /// an allocation of 80 bytes for it.
     private struct State {
-        var entries: [Entry] = []
+        var first = Entry(callback: nil, sequence: 0, generation: 0)
+        /// Slots 1 and up.
+        var rest: [Entry] = []
+        /// Freed slots past 0; slot 0, when free, is found empty in place.
         var freeSlots: [Int32] = []
         var nextSequence: UInt64 = 0
         var timer: CancelTimer?
         var links: [CancellationRegistration] = []
 
+        /// The number of slots, free or not.
+        var slotCount: Int { 1 + rest.count }
+
+        subscript(slot: Int32) -> Entry {
+            get { slot == 0 ? first : rest[Int(slot) - 1] }
+            set {
+                if slot == 0 { first = newValue } else { rest[Int(slot) - 1] = newValue }
+            }
+        }
+
         /// Stores `callback` in a free slot; returns the slot and its generation.
         mutating func add(_ callback: Callback) -> (slot: Int32, generation: UInt32) {
             nextSequence += 1
-            if let slot = freeSlots.popLast() {
-                entries[Int(slot)].callback = callback
-                entries[Int(slot)].sequence = nextSequence
-                return (slot, entries[Int(slot)].generation)
+            if first.callback == nil {
+                first.callback = callback
+                first.sequence = nextSequence
+                return (0, first.generation)
             }
-            entries.append(Entry(callback: callback, sequence: nextSequence, generation: 0))
-            return (Int32(entries.count - 1), 0)
+            if let slot = freeSlots.popLast() {
+                rest[Int(slot) - 1].callback = callback
+                rest[Int(slot) - 1].sequence = nextSequence
+                return (slot, rest[Int(slot) - 1].generation)
+            }
+            rest.append(Entry(callback: callback, sequence: nextSequence, generation: 0))
+            return (Int32(rest.count), 0)
         }
 
         /// Empties `slot` and moves its generation on.
         mutating func remove(_ slot: Int32) {
-            entries[Int(slot)].callback = nil
-            entries[Int(slot)].generation &+= 1
-            freeSlots.append(slot)
+            self[slot].callback = nil
+            self[slot].generation &+= 1
+            if slot != 0 { freeSlots.append(slot) }
         }
     }
 
@@ -93,23 +114,35 @@ public final class CancellationTokenSource: Sendable {
     /// Calling it again does nothing.
     public func cancel() {
         guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var (entries, timer): ([Entry], CancelTimer?) = ([], nil)
+        var (first, rest, timer): (Entry, [Entry], CancelTimer?) = (
+            Entry(callback: nil, sequence: 0, generation: 0), [], nil
+        )
         state.withLock { state in
-            swap(&entries, &state.entries)
+            swap(&first, &state.first)
+            swap(&rest, &state.rest)
             swap(&timer, &state.timer)
             state.freeSlots = []
         }
         timer?.cancel()
         let token = self.token
+        guard !rest.isEmpty else {
+            if let callback = first.callback { Self.run(callback, token: token) }
+            return
+        }
         // Most recent first. Slots are reused, so table order is not registration order; the table
         // is this function's alone now, so it is sorted in place.
-        if entries.count > 1 { entries.sort { $0.sequence > $1.sequence } }
-        for entry in entries {
-            switch entry.callback {
-            case .closure(let callback): callback()
-            case .future(let future): future.cancellationRequested(by: token)
-            case nil: break
-            }
+        rest.append(first)
+        rest.sort { $0.sequence > $1.sequence }
+        for entry in rest {
+            if let callback = entry.callback { Self.run(callback, token: token) }
+        }
+    }
+
+    /// Runs one callback for a cancellation by `token`.
+    private static func run(_ callback: Callback, token: CancellationToken) {
+        switch callback {
+        case .closure(let callback): callback()
+        case .future(let future): future.cancellationRequested(by: token)
         }
     }
 
@@ -174,8 +207,7 @@ public final class CancellationTokenSource: Sendable {
     /// Empties `slot` if it holds a callback that `isTheOne` recognizes as the caller's.
     private func remove(_ slot: Int32, if isTheOne: (Entry) -> Bool) -> Bool {
         state.withLock { state in
-            guard Int(slot) < state.entries.count, state.entries[Int(slot)].callback != nil,
-                isTheOne(state.entries[Int(slot)])
+            guard Int(slot) < state.slotCount, state[slot].callback != nil, isTheOne(state[slot])
             else { return false }
             state.remove(slot)
             return true
