@@ -111,6 +111,25 @@ func countEchoFuture<Argument: Sendable>(
         #expect(counted.bytes <= 120, "the future of Future.run(with:) took \(counted.bytes) bytes")
     }
 
+    @Test func aTokenSourceIsOneObjectAndItsFirstRegistrationAllocatesNothing() throws {
+        // Warm up: the source's metadata and the closure's.
+        let warmUp = CancellationTokenSource()
+        _ = warmUp.token.register {}
+        warmUp.cancel()
+
+        var source: CancellationTokenSource?
+        let made = countAllocations { source = CancellationTokenSource() }
+        let token = try #require(source).token
+        var registration: CancellationRegistration?
+        let registered = countAllocations { registration = token.register {} }
+        #expect(registration?.unregister() == true)
+        guard let made, let registered else { return }
+        // The lock and the first callback's slot live in the source itself.
+        #expect(made.count == 1)
+        #expect(made.bytes <= 120, "a token source took \(made.bytes) bytes")
+        #expect(registered.count == 0)
+    }
+
     @Test func aMethodThatSuspendsOnceAllocatesOnlyItsBox() throws {
         // Warm up: the first run instantiates generic metadata and the thread's state, once.
         let warmUp = Promise<Int>()

@@ -1,3 +1,4 @@
+import CTaskMachine
 import Synchronization
 
 /// Requests cancellation of the operations holding its ``token``.
@@ -6,7 +7,7 @@ import Synchronization
 /// thread. The delays and `waiting(timeout:cancellation:)` futures it cancels are marked cancelled
 /// before `cancel()` returns, and their continuations are queued, never run inside `cancel()`. A
 /// `Future.run` still queued checks its token when its turn comes, and ends cancelled then.
-public final class CancellationTokenSource: Sendable {
+public final class CancellationTokenSource {
     /// What runs on cancellation: a closure, or a future that cancels itself (a delay), which needs
     /// no closure and so no allocation of its own.
     enum Callback {
@@ -71,11 +72,37 @@ public final class CancellationTokenSource: Sendable {
         }
     }
 
+    // The lock's word and the table it guards live in the source itself, as `Locked` would keep
+    // them in an object of its own: one allocation per source rather than two.
+
+    /// The lock's futex word, taken and released by `tm_lock` and `tm_unlock` only (atomic
+    /// operations compiled in C, which ThreadSanitizer sees, as with `Locked`). Declared first, so
+    /// that it sits right after the object's header, where `lockWord` finds it.
+    @exclusivity(unchecked) private var lockStorage: UInt32 = 0
     private let cancelled = Atomic<Bool>(false)
-    private let state = Locked(State())
+    /// The callback table, the timer and the links; touched only under the lock.
+    @exclusivity(unchecked) private var state = State()
 
     /// Creates a source that is not cancelled.
-    public init() {}
+    public init() {
+        assert(
+            withUnsafeMutablePointer(to: &lockStorage) { $0 } == lockWord,
+            "CancellationTokenSource's lock word is not right after its header")
+    }
+
+    /// The lock word's address: a constant offset into the object rather than an `inout` access
+    /// to the property, which several threads may not make at once.
+    private var lockWord: UnsafeMutablePointer<UInt32> {
+        (Unmanaged.passUnretained(self).toOpaque() + heapObjectHeaderSize).assumingMemoryBound(to: UInt32.self)
+    }
+
+    /// Runs `body` with exclusive access to the state.
+    private func withLock<Result>(_ body: (inout State) throws -> Result) rethrows -> Result {
+        let word = lockWord
+        tm_lock(word)
+        defer { tm_unlock(word) }
+        return try body(&state)
+    }
 
     /// Creates a source that cancels itself after `delay`.
     /// - Throws: ``InvalidArgumentError`` if `delay` is negative.
@@ -89,7 +116,7 @@ public final class CancellationTokenSource: Sendable {
         let source = CancellationTokenSource()
         for token in tokens where token.canBeCancelled {
             let link = token.register { [weak source] in source?.cancel() }
-            source.state.withLock { $0.links.append(link) }
+            source.withLock { $0.links.append(link) }
         }
         return source
     }
@@ -100,8 +127,8 @@ public final class CancellationTokenSource: Sendable {
     }
 
     deinit {
-        for link in state.withLock({ $0.links }) { link.unregister() }
-        state.withLock { $0.timer }?.cancel()
+        for link in withLock({ $0.links }) { link.unregister() }
+        withLock { $0.timer }?.cancel()
     }
 
     /// The token to hand to operations.
@@ -117,7 +144,7 @@ public final class CancellationTokenSource: Sendable {
         var (first, rest, timer): (Entry, [Entry], CancelTimer?) = (
             Entry(callback: nil, sequence: 0, generation: 0), [], nil
         )
-        state.withLock { state in
+        withLock { state in
             swap(&first, &state.first)
             swap(&rest, &state.rest)
             swap(&timer, &state.timer)
@@ -158,7 +185,7 @@ public final class CancellationTokenSource: Sendable {
             return
         }
         let timer = CancelTimer(source: self, delay: delay)
-        let previous = state.withLock { state in
+        let previous = withLock { state in
             defer { state.timer = timer }
             return state.timer
         }
@@ -186,7 +213,7 @@ public final class CancellationTokenSource: Sendable {
 
     /// Stores `callback` unless cancellation was requested; O(1).
     private func add(_ callback: Callback) -> (slot: Int32, generation: UInt32)? {
-        state.withLock { state in
+        withLock { state in
             guard !cancelled.load(ordering: .acquiring) else { return nil }
             return state.add(callback)
         }
@@ -206,7 +233,7 @@ public final class CancellationTokenSource: Sendable {
 
     /// Empties `slot` if it holds a callback that `isTheOne` recognizes as the caller's.
     private func remove(_ slot: Int32, if isTheOne: (Entry) -> Bool) -> Bool {
-        state.withLock { state in
+        withLock { state in
             guard Int(slot) < state.slotCount, state[slot].callback != nil, isTheOne(state[slot])
             else { return false }
             state.remove(slot)
@@ -231,3 +258,6 @@ final class CancelTimer: TimerEntry {
 
 // Safe to share: its source reference is weak and set once.
 extension CancelTimer: @unchecked Sendable {}
+
+// Safe to share: the state is touched only under the lock in the object's own word; the flag is atomic.
+extension CancellationTokenSource: @unchecked Sendable {}
