@@ -247,12 +247,10 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
             Continuations.dispatch(job, mayRunInline: false)
         case .future(let future):
             future.onCompletion(job)
-        case .machine(let box, let token):
-            try box.onCompleted(token: token, AwaitContinuation(job: job))
-        case .core(let core, let token):
-            try core.onCompleted(token: token, AwaitContinuation(job: job))
         case .source(let source, let token):
             try source.onCompleted(token: token, AwaitContinuation(job: job))
+        case .machine, .core:
+            break  // registered above
         }
     }
 }

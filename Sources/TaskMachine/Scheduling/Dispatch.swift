@@ -63,12 +63,7 @@ enum Continuations {
         guard future.resumeContext == nil, state.runningBox != ObjectIdentifier(future),
             state.inlineDepth < maxInlineDepth
         else { return false }
-        state.inlineDepth += 1
-        future.runAsJob()
-        if state.inlineDepth == 1 && !state.deferred.isEmpty {
-            drainDeferred(state)
-        }
-        state.inlineDepth -= 1
+        nested(on: state) { future.runAsJob() }
         return true
     }
 
@@ -93,8 +88,15 @@ enum Continuations {
             state.deferred.append(job)
             return
         }
+        nested(on: state) { job.run() }
+    }
+
+    /// Runs `body`, a continuation run inline, one level deeper on `state`'s trampoline; the
+    /// outermost level then runs what deeper ones deferred.
+    @inline(__always)
+    private static func nested(on state: ThreadState, _ body: () -> Void) {
         state.inlineDepth += 1
-        job.run()
+        body()
         // The emptiness test here, not in a call: the outermost run nearly always finds none.
         if state.inlineDepth == 1 && !state.deferred.isEmpty {
             drainDeferred(state)

@@ -172,9 +172,7 @@ final class TimerQueue {
     /// The time left until `node`'s tick, while it is in the wheel (for diagnostics).
     func timeUntilDue(_ node: TimerNode) -> Duration? {
         guard let tick = state.withLock({ $0.wheel.contains(node) ? node.tick : nil }) else { return nil }
-        let (offset, overflow) = Int64(clamping: tick).multipliedReportingOverflow(by: TimerQueue.nanosecondsPerTick)
-        let (due, overflow2) = origin.addingReportingOverflow(offset)
-        if overflow || overflow2 { return .nanoseconds(Int64.max) }
+        guard let due = nanoseconds(atTick: tick) else { return .nanoseconds(Int64.max) }
         return .nanoseconds(max(0, due - Clock.now))
     }
 
@@ -242,10 +240,15 @@ final class TimerQueue {
     /// hour costs nothing.
     private func nanoseconds(untilTick tick: UInt64) -> Int64 {
         let hour: Int64 = 3_600_000_000_000
-        let (offset, overflow) = Int64(clamping: tick).multipliedReportingOverflow(by: TimerQueue.nanosecondsPerTick)
-        let (wake, overflow2) = origin.addingReportingOverflow(offset)
-        if overflow || overflow2 { return hour }
+        guard let wake = nanoseconds(atTick: tick) else { return hour }
         return min(hour, max(0, wake - Clock.now))
+    }
+
+    /// When `tick` starts, in `Clock` nanoseconds; `nil` past what they can count.
+    private func nanoseconds(atTick tick: UInt64) -> Int64? {
+        let (offset, overflow) = Int64(clamping: tick).multipliedReportingOverflow(by: TimerQueue.nanosecondsPerTick)
+        let (start, overflow2) = origin.addingReportingOverflow(offset)
+        return overflow || overflow2 ? nil : start
     }
 }
 
