@@ -117,7 +117,7 @@ final class ThreadPool {
     // MARK: Queuing
 
     /// Queues `job`: into the calling worker's LIFO slot, or, from any other thread, the global queue.
-    func enqueue(_ job: Job) {
+    func enqueue(_ job: consuming Job) {
         if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
             if let previous = worker.lifoSlot {
                 pushLocal(previous, on: worker)
@@ -129,18 +129,18 @@ final class ThreadPool {
             }
             return
         }
-        inject(CollectionOfOne(job))
+        inject(job)
     }
 
     /// Queues `job` where any worker can take it: a worker's own queue (not its LIFO slot, which
     /// others cannot steal from) when called on a worker of this pool, else the global queue.
-    func enqueueStealable(_ job: Job) {
+    func enqueueStealable(_ job: consuming Job) {
         if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
             pushLocal(job, on: worker)
             notify()
             return
         }
-        inject(CollectionOfOne(job))
+        inject(job)
     }
 
     /// Queues many jobs from outside the pool, as the timer thread does with the timers that expire
@@ -188,12 +188,30 @@ final class ThreadPool {
         if !started.load(ordering: .acquiring) { startIfNeeded() }
         global.withLock { queue in
             for job in jobs { queue.push(job) }
-            // Writers hold the lock, so plain stores keep the counts exact.
-            globalCount.store(queue.count, ordering: .releasing)
-            activity.injections.store(
-                activity.injections.load(ordering: .relaxed) &+ UInt64(jobs.count), ordering: .relaxed)
+            countInjected(jobs.count, into: queue)
         }
         notify()
+    }
+
+    /// Queues one job on the global queue and wakes a worker. The job moves into the queue: the
+    /// path of every `Future.run` from outside the pool, where a copy cost a retain and a release.
+    private func inject(_ job: consuming Job) {
+        if !started.load(ordering: .acquiring) { startIfNeeded() }
+        var job = Optional(job)
+        global.withLock { queue in
+            queue.push(job.take().unsafelyUnwrapped)
+            countInjected(1, into: queue)
+        }
+        notify()
+    }
+
+    /// Publishes the global queue's new length and counts the injection; called under its lock.
+    @inline(__always)
+    private func countInjected(_ added: Int, into queue: JobQueue) {
+        // Writers hold the lock, so plain stores keep the counts exact.
+        globalCount.store(queue.count, ordering: .releasing)
+        activity.injections.store(
+            activity.injections.load(ordering: .relaxed) &+ UInt64(added), ordering: .relaxed)
     }
 
     /// Takes one job from the global queue and, for `worker`, a fair share more into its own
