@@ -70,6 +70,10 @@ final class ThreadPool {
         @exclusivity(unchecked) var retired: [Job] = []
         /// Owner only: when the oldest of `retired` was put there.
         var retiredSince: Int64 = 0
+        /// Owner only: its copy of the pool's workers, to choose victims from without the pool's
+        /// lock, and the `workersVersion` it was copied at.
+        @exclusivity(unchecked) var victims: [Worker] = []
+        var victimsVersion: UInt64 = .max
         var state: ThreadState!
 
         init(index: Int, isExtra: Bool, pool: ThreadPool) {
@@ -105,6 +109,8 @@ final class ThreadPool {
     /// The global queue's length, written under its lock, read without it.
     private let globalCount = Atomic<Int>(0)
     private let idleCount = Atomic<Int>(0)
+    /// Bumped, under the control lock, whenever a worker joins or leaves `Control.workers`.
+    private let workersVersion = Atomic<UInt64>(0)
     private let searchingCount = Atomic<Int>(0)
     private let monitorParker = Parker()
     let activity = Activity()
@@ -281,6 +287,7 @@ final class ThreadPool {
             defer { control.nextIndex += 1 }
             let worker = Worker(index: control.nextIndex, isExtra: isExtra, pool: self)
             control.workers.append(worker)
+            workersVersion.add(1, ordering: .releasing)
             return worker
         }
         if isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
@@ -339,7 +346,16 @@ final class ThreadPool {
 
     /// Steals half the queue of another worker, starting from a random one.
     private func steal(for thief: Worker) -> Job? {
-        let victims = control.withLock { $0.workers }
+        // The list changes only when a worker starts or retires: a thief copies it under the lock
+        // then, and otherwise reads its copy with no lock. A copy a little out of date is harmless:
+        // a worker that retired has handed its queue over, and one that started has none yet.
+        let version = workersVersion.load(ordering: .acquiring)
+        if version != thief.victimsVersion {
+            (thief.victims, thief.victimsVersion) = control.withLock {
+                ($0.workers, workersVersion.load(ordering: .relaxed))
+            }
+        }
+        let victims = thief.victims
         guard victims.count > 1 else { return nil }
         let start = Int(thief.nextRandom() % UInt64(victims.count))
         for offset in 0..<victims.count {
@@ -380,6 +396,7 @@ final class ThreadPool {
                 return false
             }
             control.workers.removeAll { $0 === worker }
+            workersVersion.add(1, ordering: .releasing)
             return true
         }
         if retire {
@@ -387,6 +404,8 @@ final class ThreadPool {
             var leftover: [Job] = []
             while let job = worker.queue.pop() { leftover.append(job) }
             if !leftover.isEmpty { inject(leftover) }
+            // Its copy of the list holds the worker itself.
+            worker.victims = []
             activity.retirements.add(1, ordering: .relaxed)
             return false
         }
