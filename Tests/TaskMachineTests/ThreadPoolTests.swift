@@ -18,6 +18,7 @@ extension NumberedItem: @unchecked Sendable {}
 
 extension Job {
     var number: Int { if case .item(let item) = self { (item as! NumberedItem).number } else { -1 } }
+    var probeNumber: Int { if case .item(let item) = self { (item as! ReleaseProbe).number } else { -1 } }
 }
 
 /// Numbers seen by one thread; merged and checked at the end.
@@ -157,6 +158,24 @@ final class Seen: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(20)
         while released.withLock({ $0.count }) < 3 && ContinuousClock.now < deadline { usleepish() }
         #expect(released.withLock { $0 } == [1, 2, 3], "the last released once the worker ran out of work")
+    }
+
+    @Test func theGlobalQueueKeepsOrderAcrossGrowthAndReleasesWhatItHoldsWhenItGoes() {
+        let released = Locked<[Int]>([])
+        var order: [Int] = []
+        do {
+            // A ring of 4 whose head has moved: growing must unwrap it in order.
+            let queue = JobQueue(capacity: 4)
+            for number in 0..<3 { queue.push(.item(ReleaseProbe(number, into: released))) }
+            order.append(queue.pop()!.probeNumber)
+            order.append(queue.pop()!.probeNumber)
+            for number in 3..<12 { queue.push(.item(ReleaseProbe(number, into: released))) }
+            #expect(queue.count == 10)
+            for _ in 0..<5 { order.append(queue.pop()!.probeNumber) }
+            #expect(released.withLock { $0.count } == 7, "a job popped and dropped is released")
+        }
+        #expect(order == Array(0..<7))
+        #expect(released.withLock { $0.sorted() } == Array(0..<12), "the queue released the five it still held")
     }
 
     @Test func theSharedPoolReportsItsActivity() throws {
