@@ -65,12 +65,20 @@ final class Seen: @unchecked Sendable {
                 let batch = (number..<number + 8).map { Job.item(NumberedItem($0)) }
                 if !queue.push(contentsOf: batch) { batch.forEach(push) }
                 number += 8
+            } else if number % 7 == 0 {
+                // Under the bottom, as a worker's LIFO job at the end of its streak.
+                if let overflow = queue.pushOldest(.item(NumberedItem(number))) {
+                    ownerSeen.numbers.append(contentsOf: overflow.map(\.number))
+                }
+                number += 1
             } else {
                 push(.item(NumberedItem(number)))
                 number += 1
             }
-            // The owner takes some back, as a worker does between pushes.
+            // The owner takes some back, as a worker does between pushes: mostly the newest, now
+            // and then the oldest, racing the thieves at the bottom.
             if number % 3 == 0, let job = queue.pop() { ownerSeen.numbers.append(job.number) }
+            if number % 61 == 0, let job = queue.popOldest() { ownerSeen.numbers.append(job.number) }
         }
         while let job = queue.pop() { ownerSeen.numbers.append(job.number) }
         done.store(true, ordering: .releasing)
@@ -84,6 +92,38 @@ final class Seen: @unchecked Sendable {
         #expect(counts.allSatisfy { $0 == 1 })
         let stolen = thieves.reduce(0) { $0 + $1.seen.numbers.count }
         #expect(stolen > 0)
+    }
+
+    @Test func theOwnerTakesTheNewestJobAndAThiefTheOldestHalf() {
+        let queue = LocalQueue()
+        let thief = LocalQueue()
+        for number in 0..<8 { #expect(queue.push(.item(NumberedItem(number))) == nil) }
+        #expect(queue.pop()?.number == 7, "the owner pops at the top")
+        // Seven left, 0...6: the thief takes the older four and runs the oldest of them first.
+        #expect(queue.steal(into: thief)?.number == 0)
+        #expect(thief.count == 3)
+        #expect(queue.count == 3)
+        #expect(queue.popOldest()?.number == 4, "the bottom is now 4")
+        #expect(queue.pushOldest(.item(NumberedItem(100))) == nil)
+        #expect(queue.push(contentsOf: [.item(NumberedItem(200)), .item(NumberedItem(201))]))
+        var owner: [Int] = []
+        while let job = queue.pop() { owner.append(job.number) }
+        #expect(owner == [200, 201, 6, 5, 100], "a batch's first job on top, a job pushed under the bottom last")
+        var stolen: [Int] = []
+        while let job = thief.pop() { stolen.append(job.number) }
+        #expect(stolen == [1, 2, 3], "the rest of the stolen half, oldest on top")
+    }
+
+    @Test func aFullQueueHandsBackItsOlderHalfInOrder() {
+        let queue = LocalQueue()
+        let capacity = Int(LocalQueue.capacity)
+        for number in 0..<capacity { #expect(queue.push(.item(NumberedItem(number))) == nil) }
+        let overflow = queue.push(.item(NumberedItem(capacity)))
+        #expect(overflow?.map(\.number) == Array(0..<capacity / 2) + [capacity])
+        #expect(queue.pushOldest(.item(NumberedItem(-1))) == nil)
+        #expect(queue.count == capacity / 2 + 1)
+        #expect(queue.popOldest()?.number == -1)
+        #expect(queue.pop()?.number == capacity - 1)
     }
 
     @Test func jobsQueuedByJobsAllRunOnce() throws {

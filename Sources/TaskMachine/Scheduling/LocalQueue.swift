@@ -1,12 +1,21 @@
+import CTaskMachine
 import Synchronization
 
-/// A worker's run queue: a bounded ring that one thread, its owner, pushes to and takes from, and
-/// that other workers steal half of at a time.
+/// A worker's run queue: a bounded ring that one thread, its owner, pushes to and pops from at one
+/// end, the top, and that other workers steal the older half of at the other end, the bottom.
 ///
-/// The layout follows tokio's local queue. `tail` is written by the owner only. `head` packs two
-/// indices: `real`, the next job to take, and `steal`, which equals `real` except while a thief is
-/// copying the jobs between them out; until it finishes, the owner does not reuse those slots. A
-/// steal claims its half with one compare-exchange, so thieves never take jobs one at a time.
+/// The owner takes its newest job first, whose data is still in its cache; a thief takes the oldest
+/// jobs, which have waited longest, and half of them at once, so that a burst of jobs spreads over
+/// the workers in a few steals. The pool's fairness rules bound how long the bottom waits while
+/// its owner keeps pushing (see ``ThreadPool``).
+///
+/// `tail`, the top, is written by the owner only. `head` packs two indices of the bottom: `real`,
+/// the oldest job not yet taken, and `steal`, which equals `real` except while a thief copies out
+/// the jobs between them; until it has, the owner does not reuse those slots. Thieves steal under
+/// the queue's lock, one at a time. The owner pops without it: it lowers `tail`, then reads `head`
+/// (both sequentially consistent, as a thief moves `head` and then reads `tail`), so that of a pop
+/// and a steal racing for the same jobs at least one sees the other. A pop that finds itself at or
+/// below the bottom, where a steal may be taking the same job, settles it under the lock.
 ///
 /// Slots hold retained job words (`Job.retainedWord()`). Every publication of a slot is followed by
 /// a read-modify-write of `tail`, never a plain store: in release builds a plain release store would
@@ -17,20 +26,25 @@ final class LocalQueue {
     static let capacity: UInt32 = 256
     private static let mask = capacity - 1
 
-    /// `(steal << 32) | real`.
+    /// `(steal << 32) | real`: written by thieves and by the owner's slow paths, all under `lock`.
     private let head = Atomic<UInt64>(0)
     private let tail = Atomic<UInt32>(0)
-    // Unsafe: raw slots, each touched by one thread at a time as the head and tail protocol says.
+    // Unsafe: raw slots, each touched by one thread at a time as the head and tail protocol says;
+    // and the lock word, which needs a stable address.
     private let slots: UnsafeMutablePointer<UInt>
+    private let lockWord: UnsafeMutablePointer<UInt32>
 
     init() {
         slots = .allocate(capacity: Int(Self.capacity))
         slots.initialize(repeating: 0, count: Int(Self.capacity))
+        lockWord = .allocate(capacity: 1)
+        lockWord.initialize(to: 0)
     }
 
     deinit {
         while pop() != nil {}
         slots.deallocate()
+        lockWord.deallocate()
     }
 
     @inline(__always)
@@ -43,52 +57,66 @@ final class LocalQueue {
         (UInt32(truncatingIfNeeded: head >> 32), UInt32(truncatingIfNeeded: head))
     }
 
+    /// How far `index` lies above `bottom`, as a signed distance (the indices wrap).
+    @inline(__always)
+    private static func distance(from bottom: UInt32, to index: UInt32) -> Int32 {
+        Int32(bitPattern: index &- bottom)
+    }
+
+    private func withLock<Result>(_ body: () -> Result) -> Result {
+        tm_lock(lockWord)
+        defer { tm_unlock(lockWord) }
+        return body()
+    }
+
     /// About how many jobs wait here: exact for the owner, a hint for anyone else.
     var count: Int {
         let (_, real) = Self.unpack(head.load(ordering: .acquiring))
-        return Int(tail.load(ordering: .acquiring) &- real)
+        return Int(max(0, Self.distance(from: real, to: tail.load(ordering: .acquiring))))
     }
 
-    /// Owner only: queues `job`. When the ring is full, half of it and `job` come back, for the
-    /// global queue; `nil` when everything fit.
+    /// Owner only: queues `job` on top. When the ring is full, its older half and `job` come back,
+    /// oldest first, for the global queue; `nil` when everything fit.
     func push(_ job: Job) -> [Job]? {
         let word = job.retainedWord()
-        while true {
-            let packed = head.load(ordering: .acquiring)
-            let (steal, real) = Self.unpack(packed)
-            let tail = tail.load(ordering: .relaxed)
-            if tail &- steal < Self.capacity {
+        let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
+        let tail = tail.load(ordering: .relaxed)
+        // Below `steal` (never below `real`): the slots a thief is still copying stay untouched.
+        if tail &- steal < Self.capacity {
+            slots[Int(tail & Self.mask)] = word
+            _ = self.tail.exchange(tail &+ 1, ordering: .releasing)
+            return nil
+        }
+        // Full, or a thief is copying out: settle it under the lock, where no thief is at work.
+        return withLock {
+            let (_, real) = Self.unpack(head.load(ordering: .acquiring))
+            let tail = self.tail.load(ordering: .relaxed)
+            if tail &- real < Self.capacity {
                 slots[Int(tail & Self.mask)] = word
                 _ = self.tail.exchange(tail &+ 1, ordering: .releasing)
                 return nil
             }
-            if steal != real {
-                // Full while a thief copies jobs out: it frees room soon, but not now.
-                return [Job(takingRetainedWord: word)]
-            }
-            // Full: claim the older half in one step and hand it, with `job`, to the caller.
+            // Full: the older half goes, with `job`, to the caller.
             let half = Self.capacity / 2
-            let claimed = Self.pack(steal: real &+ half, real: real &+ half)
-            if head.compareExchange(expected: packed, desired: claimed, ordering: .acquiringAndReleasing).exchanged {
-                var overflow: [Job] = []
-                overflow.reserveCapacity(Int(half) + 1)
-                for offset in 0..<half {
-                    overflow.append(Job(takingRetainedWord: slots[Int((real &+ offset) & Self.mask)]))
-                }
-                overflow.append(Job(takingRetainedWord: word))
-                return overflow
+            var overflow: [Job] = []
+            overflow.reserveCapacity(Int(half) + 1)
+            for offset in 0..<half {
+                overflow.append(Job(takingRetainedWord: slots[Int((real &+ offset) & Self.mask)]))
             }
-            // A thief moved the head meanwhile: look again.
+            _ = head.exchange(Self.pack(steal: real &+ half, real: real &+ half), ordering: .releasing)
+            overflow.append(Job(takingRetainedWord: word))
+            return overflow
         }
     }
 
-    /// Owner only: queues all of `jobs` with one publication of the tail, if they fit; returns
-    /// `false`, queuing none, if they do not (the caller then pushes them one by one).
+    /// Owner only: queues `jobs` on top with one publication of the tail, the first of them last,
+    /// so that it is the next to be popped. Returns `false`, queuing none, if they do not fit (the
+    /// caller then pushes them one by one).
     func push(contentsOf jobs: [Job]) -> Bool {
         let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
         let tail = tail.load(ordering: .relaxed)
         guard Int(tail &- steal) + jobs.count <= Int(Self.capacity) else { return false }
-        for (offset, job) in jobs.enumerated() {
+        for (offset, job) in jobs.reversed().enumerated() {
             slots[Int((tail &+ UInt32(offset)) & Self.mask)] = job.retainedWord()
         }
         // A read-modify-write publishes every slot written above (see the type's note).
@@ -96,69 +124,96 @@ final class LocalQueue {
         return true
     }
 
-    /// Owner only: takes the oldest job.
+    /// Owner only: takes the newest job, from the top.
     func pop() -> Job? {
-        var packed = head.load(ordering: .acquiring)
-        while true {
-            let (steal, real) = Self.unpack(packed)
-            if real == tail.load(ordering: .relaxed) { return nil }
-            let next = real &+ 1
-            // While a steal is in progress its marker stays where it is.
-            let desired = steal == real ? Self.pack(steal: next, real: next) : Self.pack(steal: steal, real: next)
-            let (exchanged, original) = head.compareExchange(
-                expected: packed, desired: desired, ordering: .acquiringAndReleasing)
-            if exchanged { return Job(takingRetainedWord: slots[Int(real & Self.mask)]) }
-            packed = original
+        let top = tail.load(ordering: .relaxed)
+        let (_, real) = Self.unpack(head.load(ordering: .acquiring))
+        if top == real { return nil }
+        let index = top &- 1
+        _ = tail.exchange(index, ordering: .sequentiallyConsistent)
+        let (_, bottom) = Self.unpack(head.load(ordering: .sequentiallyConsistent))
+        if Self.distance(from: bottom, to: index) > 0 {
+            // Above the bottom: a steal that began before the tail came down saw it come down.
+            return Job(takingRetainedWord: slots[Int(index & Self.mask)])
+        }
+        // The last job, or one a thief may be taking: settle it once no thief is at work.
+        return withLock {
+            let (_, bottom) = Self.unpack(head.load(ordering: .acquiring))
+            if Self.distance(from: bottom, to: index) >= 0 {
+                return Job(takingRetainedWord: slots[Int(index & Self.mask)])
+            }
+            // A thief took it: the queue is empty, with its top back at its bottom.
+            _ = tail.exchange(bottom, ordering: .releasing)
+            return nil
         }
     }
 
-    /// Thief: moves about half of this queue's jobs into `destination`, a queue the caller owns,
-    /// and returns one of them to run now. `nil` when there was nothing to take, another thief
-    /// was at work, or `destination` has no room for half a queue.
+    /// Owner only: takes the oldest job, from the bottom, as a thief would; for the pool's
+    /// fairness rules.
+    func popOldest() -> Job? {
+        if tail.load(ordering: .relaxed) == Self.unpack(head.load(ordering: .acquiring)).real { return nil }
+        return withLock {
+            let (_, real) = Self.unpack(head.load(ordering: .acquiring))
+            guard tail.load(ordering: .relaxed) != real else { return nil }
+            let job = Job(takingRetainedWord: slots[Int(real & Self.mask)])
+            _ = head.exchange(Self.pack(steal: real &+ 1, real: real &+ 1), ordering: .sequentiallyConsistent)
+            return job
+        }
+    }
+
+    /// Owner only: queues `job` at the bottom, behind every job waiting here, where it is the next
+    /// to be stolen (on top when the queue is empty). When the queue is full, `job` comes back, for
+    /// the global queue; `nil` when it fit.
+    func pushOldest(_ job: Job) -> [Job]? {
+        if tail.load(ordering: .relaxed) == Self.unpack(head.load(ordering: .acquiring)).real { return push(job) }
+        let word = job.retainedWord()
+        return withLock {
+            let (_, real) = Self.unpack(head.load(ordering: .acquiring))
+            guard tail.load(ordering: .relaxed) &- real < Self.capacity else { return [Job(takingRetainedWord: word)] }
+            let bottom = real &- 1
+            slots[Int(bottom & Self.mask)] = word
+            // A read-modify-write publishes the slot (see the type's note).
+            _ = head.exchange(Self.pack(steal: bottom, real: bottom), ordering: .sequentiallyConsistent)
+            return nil
+        }
+    }
+
+    /// Thief: moves about half of this queue's jobs, the oldest, into `destination`, a queue the
+    /// caller owns, and returns the oldest of them to run now. `nil` when there was nothing to
+    /// take or `destination` has no room for half a queue.
     func steal(into destination: LocalQueue) -> Job? {
         let destinationTail = destination.tail.load(ordering: .relaxed)
         let (destinationSteal, _) = Self.unpack(destination.head.load(ordering: .acquiring))
         guard destinationTail &- destinationSteal <= Self.capacity / 2 else { return nil }
-        let taken = copyHalf(into: destination, at: destinationTail)
+        let taken = withLock { copyHalf(into: destination, at: destinationTail) }
         guard taken > 0 else { return nil }
-        // Run the last one copied; publish the rest in the destination.
+        // Copied newest first, so the oldest is on top: run it; publish the rest in the destination.
         let keep = taken - 1
         let job = Job(takingRetainedWord: destination.slots[Int((destinationTail &+ keep) & Self.mask)])
         if keep > 0 { _ = destination.tail.exchange(destinationTail &+ keep, ordering: .releasing) }
         return job
     }
 
+    /// Under the lock: claims the older half, copies it to `destination` from `destinationTail`
+    /// (unpublished), and returns how many it took.
     private func copyHalf(into destination: LocalQueue, at destinationTail: UInt32) -> UInt32 {
-        var packed = head.load(ordering: .acquiring)
-        var claimed: UInt64
-        var count: UInt32
-        while true {
-            let (steal, real) = Self.unpack(packed)
-            guard steal == real else { return 0 }  // another thief is copying
-            let available = tail.load(ordering: .acquiring) &- real
-            count = available &- available / 2  // half, rounded up
-            guard count > 0 else { return 0 }
-            // Claim [real, real + count): `real` moves past it, `steal` stays as the marker.
-            claimed = Self.pack(steal: steal, real: real &+ count)
-            let (exchanged, original) = head.compareExchange(
-                expected: packed, desired: claimed, ordering: .acquiringAndReleasing)
-            if exchanged { break }
-            packed = original
+        let (_, real) = Self.unpack(head.load(ordering: .acquiring))
+        let available = Self.distance(from: real, to: tail.load(ordering: .acquiring))
+        guard available > 0 else { return 0 }
+        let wanted = UInt32(available) - UInt32(available) / 2  // half, rounded up
+        // Claim [real, real + wanted): `real` moves past it, `steal` stays as the marker. Then look
+        // at the top again: a pop that lowered it meanwhile, without seeing the claim, took its
+        // job, and the claim gives up what lies at or above the new top.
+        _ = head.exchange(Self.pack(steal: real, real: real &+ wanted), ordering: .sequentiallyConsistent)
+        let top = tail.load(ordering: .sequentiallyConsistent)
+        let taken = UInt32(max(0, min(Int32(wanted), Self.distance(from: real, to: top))))
+        for offset in 0..<taken {
+            destination.slots[Int((destinationTail &+ offset) & Self.mask)] =
+                slots[Int((real &+ taken &- 1 &- offset) & Self.mask)]
         }
-        let (first, _) = Self.unpack(claimed)
-        for offset in 0..<count {
-            destination.slots[Int((destinationTail &+ offset) & Self.mask)] = slots[Int((first &+ offset) & Self.mask)]
-        }
-        // Copied: drop the marker so the owner may reuse the slots. The owner may have taken jobs
-        // meanwhile (moving `real`), so retry until the exchange sees the current value.
-        packed = claimed
-        while true {
-            let (_, real) = Self.unpack(packed)
-            let (exchanged, original) = head.compareExchange(
-                expected: packed, desired: Self.pack(steal: real, real: real), ordering: .acquiringAndReleasing)
-            if exchanged { return count }
-            packed = original
-        }
+        // Copied: drop the marker, and the part of the claim given up.
+        _ = head.exchange(Self.pack(steal: real &+ taken, real: real &+ taken), ordering: .sequentiallyConsistent)
+        return taken
     }
 }
 

@@ -4,14 +4,16 @@ import Synchronization
 
 /// The thread pool: a work-stealing scheduler whose workers start on first use.
 ///
-/// Each worker owns a ``LocalQueue`` and a LIFO slot. A job queued by a worker (a continuation, a
+/// Each worker owns a ``LocalQueue``, a deque it pushes and pops at the top while others steal the
+/// older half from the bottom, and a LIFO slot. A job queued by a worker (a continuation, a
 /// `Future.run` from pool code) goes into that worker's LIFO slot, pushing the slot's previous job
-/// into its queue: the newest job runs next, while its data is warm in the cache. Jobs from other
-/// threads go to a global FIFO queue. An idle worker looks, in order, at its LIFO slot, its queue,
-/// the global queue, and then steals half the queue of a randomly chosen other worker.
+/// onto its queue: the newest job runs next, while its data is warm in the cache. Jobs from other
+/// threads go to a global FIFO queue. An idle worker looks, in order, at its LIFO slot, the top of
+/// its queue, the global queue, and then steals half the queue of a randomly chosen other worker.
 ///
-/// Fairness: the LIFO slot runs at most `maxLifoStreak` times in a row, and every
-/// `globalQueueInterval` jobs a worker looks at the global queue first.
+/// Fairness: the LIFO slot runs at most `maxLifoStreak` times in a row, after which its job goes
+/// under the bottom of the queue; and every `globalQueueInterval` jobs a worker takes the oldest
+/// waiting job, the global queue's or else the bottom of its own queue.
 ///
 /// Sleeping: a worker with nothing to do parks on its futex. Queuing work wakes one parked worker,
 /// and only when no worker is already searching for work: at most one wake-up is outstanding, and
@@ -28,8 +30,9 @@ final class ThreadPool {
     /// Times in a row the LIFO slot may run before the queue gets a turn (tokio's choice: enough
     /// for a ping-pong of continuations, too few to starve the queue).
     static let maxLifoStreak = 3
-    /// A worker looks at the global queue first once in this many jobs (tokio's 61: a prime, so
-    /// it does not fall into step with patterns in the workload).
+    /// A worker takes the oldest waiting job, from the global queue or else from the bottom of its
+    /// own, once in this many jobs (tokio's 61 for its global queue: a prime, so it does not fall
+    /// into step with patterns in the workload).
     static let globalQueueInterval: UInt32 = 61
     /// How long queued work may stand still before the monitor adds a worker.
     static let starvationPeriodNanoseconds: Int64 = 500_000_000
@@ -142,7 +145,8 @@ final class ThreadPool {
     /// others cannot steal from) when called on a worker of this pool, else the global queue.
     func enqueueStealable(_ job: consuming Job) {
         if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
-            pushLocal(job, on: worker)
+            // At the bottom of the queue, where the next steal takes it first.
+            pushLocalOldest(job, on: worker)
             notify()
             return
         }
@@ -184,9 +188,16 @@ final class ThreadPool {
         worker.retired = retired
     }
 
-    /// Pushes onto `worker`'s queue (its owner calls), sending overflow to the global queue.
+    /// Pushes onto the top of `worker`'s queue (its owner calls), sending overflow to the global
+    /// queue.
     private func pushLocal(_ job: Job, on worker: Worker) {
         if let overflow = worker.queue.push(job) { inject(overflow) }
+    }
+
+    /// Pushes under the bottom of `worker`'s queue (its owner calls), behind every job waiting
+    /// there and first in line for a thief; to the global queue when the queue is full.
+    private func pushLocalOldest(_ job: Job, on worker: Worker) {
+        if let overflow = worker.queue.pushOldest(job) { inject(overflow) }
     }
 
     /// Queues jobs on the global queue and wakes a worker.
@@ -236,7 +247,8 @@ final class ThreadPool {
             return first
         }
         if !batch.isEmpty, !worker.queue.push(contentsOf: batch) {
-            for job in batch { pushLocal(job, on: worker) }
+            // The first of the batch last, so that it is the next to be popped.
+            for job in batch.reversed() { pushLocal(job, on: worker) }
         }
         batch.removeAll(keepingCapacity: true)
         worker.batch = batch
@@ -336,10 +348,14 @@ final class ThreadPool {
                 return job
             }
             // The streak is over: the LIFO job waits its turn behind the queue.
-            pushLocal(job, on: worker)
+            pushLocalOldest(job, on: worker)
         }
         lifoStreak = 0
-        if tick % Self.globalQueueInterval == 0, let job = popGlobal(into: worker) { return job }
+        // Now and then the oldest waiting job: the global queue's, else the bottom of this queue,
+        // which a worker that keeps pushing would otherwise leave to thieves.
+        if tick % Self.globalQueueInterval == 0, let job = popGlobal(into: worker) ?? worker.queue.popOldest() {
+            return job
+        }
         if let job = worker.queue.pop() ?? popGlobal(into: worker) { return job }
         return steal(for: worker)
     }
@@ -402,7 +418,7 @@ final class ThreadPool {
         if retire {
             // Nothing of this worker's may be stranded: its queue goes to the global queue.
             var leftover: [Job] = []
-            while let job = worker.queue.pop() { leftover.append(job) }
+            while let job = worker.queue.popOldest() { leftover.append(job) }
             if !leftover.isEmpty { inject(leftover) }
             // Its copy of the list holds the worker itself.
             worker.victims = []
@@ -432,7 +448,8 @@ final class ThreadPool {
     func workerWillBlock() {
         if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self, let job = worker.lifoSlot {
             worker.lifoSlot = nil
-            pushLocal(job, on: worker)
+            // First in line for the worker that steals from this one while it blocks.
+            pushLocalOldest(job, on: worker)
         }
         let startExtra = control.withLock { control -> Bool in
             control.blocked += 1
