@@ -79,6 +79,10 @@ final class Seen: @unchecked Sendable {
             // and then the oldest, racing the thieves at the bottom.
             if number % 3 == 0, let job = queue.pop() { ownerSeen.numbers.append(job.number) }
             if number % 61 == 0, let job = queue.popOldest() { ownerSeen.numbers.append(job.number) }
+            // And now and then all it can, down to the last job, racing the thieves at the bottom.
+            if number % 29 == 0 {
+                while let job = queue.pop() { ownerSeen.numbers.append(job.number) }
+            }
         }
         while let job = queue.pop() { ownerSeen.numbers.append(job.number) }
         done.store(true, ordering: .releasing)

@@ -12,10 +12,11 @@ import Synchronization
 /// `tail`, the top, is written by the owner only. `head` packs two indices of the bottom: `real`,
 /// the oldest job not yet taken, and `steal`, which equals `real` except while a thief copies out
 /// the jobs between them; until it has, the owner does not reuse those slots. Thieves steal under
-/// the queue's lock, one at a time. The owner pops without it: it lowers `tail`, then reads `head`
-/// (both sequentially consistent, as a thief moves `head` and then reads `tail`), so that of a pop
-/// and a steal racing for the same jobs at least one sees the other. A pop that finds itself at or
-/// below the bottom, where a steal may be taking the same job, settles it under the lock.
+/// the queue's lock, one at a time: a thief claims its half by moving `real` up, then reads `tail`
+/// again and gives up any part of the claim that a pop took meanwhile. The owner pops without the
+/// lock: it lowers `tail`, then reads `head`, all four accesses sequentially consistent, so that of
+/// a pop and a steal racing for the same job at least one sees the other. A pop that finds its job
+/// already claimed waits for the lock, when the thief has settled its claim, and looks again.
 ///
 /// Slots hold retained job words (`Job.retainedWord()`). Every publication of a slot is followed by
 /// a read-modify-write of `tail`, never a plain store: in release builds a plain release store would
@@ -132,11 +133,12 @@ final class LocalQueue {
         let index = top &- 1
         _ = tail.exchange(index, ordering: .sequentiallyConsistent)
         let (_, bottom) = Self.unpack(head.load(ordering: .sequentiallyConsistent))
-        if Self.distance(from: bottom, to: index) > 0 {
-            // Above the bottom: a steal that began before the tail came down saw it come down.
+        if Self.distance(from: bottom, to: index) >= 0 {
+            // At or above the bottom as this pop saw it: a thief that claimed the job after that
+            // look at `head` reads `tail` after lowering it, and gives the job up.
             return Job(takingRetainedWord: slots[Int(index & Self.mask)])
         }
-        // The last job, or one a thief may be taking: settle it once no thief is at work.
+        // Below a thief's claim: settle it once the thief is done (it may give part of it up).
         return withLock {
             let (_, bottom) = Self.unpack(head.load(ordering: .acquiring))
             if Self.distance(from: bottom, to: index) >= 0 {
