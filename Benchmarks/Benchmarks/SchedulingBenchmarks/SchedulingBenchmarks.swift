@@ -60,6 +60,15 @@ func runThroughputBenchmarks() {
         armWatchdog()
     }
 
+    // Queued and awaited from a method running on the pool, as the Swift tasks below are created
+    // and awaited from a task on Swift's pool: the two workers do all of it, with no third thread.
+    Benchmark("Run on the pool: TaskMachine, Future.run(with:) + await in a method on the pool", configuration: config) {
+        benchmark throws in
+        blackHole(try RunAndAwait.start(count: benchmark.operations).wait(timeout: waitTimeout))
+    } setup: {
+        armWatchdog()
+    }
+
     Benchmark("Run on the pool: peer, Task { } + await value", configuration: config) { benchmark async in
         var tasks: [Task<Int, Never>] = []
         tasks.reserveCapacity(jobsPerIteration)
@@ -129,6 +138,64 @@ func yieldBenchmarks() {
         for _ in 0..<benchmark.operations { await Task.yield() }
     } setup: {
         armWatchdog()
+    }
+}
+
+/// ```
+/// async Future<Int> RunAndAwait(count) {
+///     await Future.yield()  // onto the pool
+///     let futures = (0..<count).map { Future.run(with: $0) { identity($0) } }
+///     var sum = 0
+///     for future in futures { sum &+= await future }
+///     return sum
+/// }
+/// ```
+struct RunAndAwait: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    let count: Int
+    /// 0: not started; 1: on the pool; 2: resumed from awaiting `futures[index]`.
+    var state = 0
+    var futures: [Future<Int>] = []
+    var index = 0
+    var sum = 0
+    var awaiter: FutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            switch state {
+            case 0:
+                state = 1
+                awaitUnsafeOnCompleted(Future.yield().getAwaiter())
+                return
+            case 1:
+                futures.reserveCapacity(count)
+                for item in 0..<count { futures.append(Future.run(with: item) { identity($0) }) }
+            default:
+                sum &+= try awaiter.take()!.getResult()
+                index += 1
+            }
+            while index < futures.count {
+                let next = futures[index].getAwaiter()
+                if !next.isCompleted {
+                    state = 2
+                    awaiter = next
+                    awaitUnsafeOnCompleted(next)
+                    return
+                }
+                sum &+= try next.getResult()
+                index += 1
+            }
+            futures = []
+            builder.setResult(sum)
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(count: Int) -> Future<Int> {
+        var machine = RunAndAwait(count: count)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
     }
 }
 
