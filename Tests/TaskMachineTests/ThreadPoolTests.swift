@@ -130,6 +130,51 @@ final class Seen: @unchecked Sendable {
         #expect(queue.pop()?.number == capacity - 1)
     }
 
+    @Test func aJobQueuedBehindRunsAfterTheWorkAlreadyQueued() throws {
+        let pool = ThreadPool(workerCount: 1)
+        let order = Locked<[String]>([])
+        let done = Promise<Void>()
+        @Sendable func note(_ name: String) -> Job {
+            .item(ClosureWorkItem { order.withLock { $0.append(name) } })
+        }
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    pool.enqueue(note("first queued"))
+                    pool.enqueue(note("second queued"))
+                    // As `Future.yield()` queues its resumption: behind both, not in the LIFO slot.
+                    pool.enqueueBehind(
+                        .item(
+                            ClosureWorkItem {
+                                order.withLock { $0.append("yielded") }
+                                done.trySucceed()
+                            }))
+                }))
+        try done.future.wait(timeout: .seconds(20))
+        #expect(order.withLock { $0 } == ["second queued", "first queued", "yielded"])
+    }
+
+    @Test func theOldestJobOfABusyWorkersQueueRunsWithinAFewHundredJobs() throws {
+        // One worker whose jobs keep queuing more on top of its queue: depth first, a job at the
+        // bottom would wait for the whole tree, but every 61st job is the oldest waiting.
+        let pool = ThreadPool(workerCount: 1)
+        let ran = Counter()
+        let oldestRanAfter = Locked<Int?>(nil)
+        let done = Promise<Void>()
+        let total = (1 << 13) - 1
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    pool.enqueue(.item(ClosureWorkItem { oldestRanAfter.withLock { $0 = ran.count } }))
+                    pool.enqueue(.item(TreeJob(pool: pool, depth: 1, maxDepth: 13, ran: ran, done: done, total: total)))
+                }))
+        try done.future.wait(timeout: .seconds(60))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while oldestRanAfter.withLock({ $0 }) == nil && ContinuousClock.now < deadline { usleepish() }
+        let after = try #require(oldestRanAfter.withLock { $0 })
+        #expect(after < 500, "ran after \(after) of the tree's \(total) jobs")
+    }
+
     @Test func jobsQueuedByJobsAllRunOnce() throws {
         let pool = ThreadPool(workerCount: 2)
         let ran = Counter()
@@ -139,7 +184,7 @@ final class Seen: @unchecked Sendable {
         // queues and stealing all take part.
         // 2^17 - 1 jobs in all.
 
-        pool.enqueue(.item(Spawner(pool: pool, depth: 0, ran: ran, done: done, total: total)))
+        pool.enqueue(.item(TreeJob(pool: pool, depth: 0, maxDepth: 16, ran: ran, done: done, total: total)))
         try done.future.wait(timeout: .seconds(60))
         let deadline = ContinuousClock.now + .seconds(30)
         while ran.count < (1 << 17) - 1 && ContinuousClock.now < deadline { usleepish() }
@@ -248,16 +293,18 @@ final class ReleaseProbe: WorkItem {
 // Safe to share: immutable.
 extension ReleaseProbe: @unchecked Sendable {}
 
-/// A job that queues two more, down to a depth.
-final class Spawner: WorkItem {
+/// A job of a binary tree of jobs: queues its two children until `maxDepth`.
+final class TreeJob: WorkItem {
     let pool: ThreadPool
     let depth: Int
+    let maxDepth: Int
     let ran: Counter
     let done: Promise<Void>
     let total: Int
-    init(pool: ThreadPool, depth: Int, ran: Counter, done: Promise<Void>, total: Int) {
+    init(pool: ThreadPool, depth: Int, maxDepth: Int, ran: Counter, done: Promise<Void>, total: Int) {
         self.pool = pool
         self.depth = depth
+        self.maxDepth = maxDepth
         self.ran = ran
         self.done = done
         self.total = total
@@ -266,12 +313,13 @@ final class Spawner: WorkItem {
     override func run() {
         ran.increment()
         if ran.count >= total { done.trySucceed() }
-        guard depth < 16 else { return }
+        guard depth < maxDepth else { return }
         for _ in 0..<2 {
-            pool.enqueue(.item(Spawner(pool: pool, depth: depth + 1, ran: ran, done: done, total: total)))
+            pool.enqueue(
+                .item(TreeJob(pool: pool, depth: depth + 1, maxDepth: maxDepth, ran: ran, done: done, total: total)))
         }
     }
 }
 
 // Safe to share: immutable.
-extension Spawner: @unchecked Sendable {}
+extension TreeJob: @unchecked Sendable {}

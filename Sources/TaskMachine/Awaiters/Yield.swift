@@ -1,6 +1,8 @@
 extension Future where Value == Void {
     /// An await that always suspends and resumes at once through the queue: on the current
-    /// context if there is one, else on the pool. Lets other queued work run first.
+    /// context if there is one, else on the pool. Lets other queued work run first: on a pool
+    /// worker, the work in its own queue, and whatever waits ahead of it in the pool's global
+    /// queue, where the resumption goes.
     public static func yield() -> YieldAwaitable {
         YieldAwaitable()
     }
@@ -19,7 +21,7 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
 
     public func onCompleted(_ continuation: @escaping @Sendable () -> Void) {
         let context = SynchronizationContext.current
-        Continuations.dispatch(.item(ClosureWorkItem(context: context, continuation)), mayRunInline: false)
+        Continuations.enqueueBehind(.item(ClosureWorkItem(context: context, continuation)))
     }
 
     public func getResult() {}
@@ -27,11 +29,11 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
     @usableFromInline
     func register(box: AnyFuture) {
         box.resumeContext = SynchronizationContext.current
-        Continuations.dispatch(.future(box), mayRunInline: false)
+        Continuations.enqueueBehind(.future(box))
     }
 
     @usableFromInline
     func register(item: WorkItem) {
-        Continuations.dispatch(.item(item), mayRunInline: false)
+        Continuations.enqueueBehind(.item(item))
     }
 }

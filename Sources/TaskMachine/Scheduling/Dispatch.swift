@@ -76,6 +76,16 @@ enum Continuations {
         }
     }
 
+    /// Queues `job` behind the work already queued where it runs: its context's queue, or the
+    /// pool's global queue (see `ThreadPool.enqueueBehind`). For `Future.yield()`.
+    static func enqueueBehind(_ job: Job) {
+        if let context = job.context {
+            context.enqueue(job)
+        } else {
+            ThreadPool.shared.enqueueBehind(job)
+        }
+    }
+
     /// Queues a future that runs itself (`Future.run`) on the shared pool.
     @usableFromInline
     static func enqueueOnPool(_ future: AnyFuture) {

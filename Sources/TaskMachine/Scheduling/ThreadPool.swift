@@ -12,8 +12,12 @@ import Synchronization
 /// its queue, the global queue, and then steals half the queue of a randomly chosen other worker.
 ///
 /// Fairness: the LIFO slot runs at most `maxLifoStreak` times in a row, after which its job goes
-/// under the bottom of the queue; and every `globalQueueInterval` jobs a worker takes the oldest
-/// waiting job, the global queue's or else the bottom of its own queue.
+/// to the global queue, behind the queued work, as a yielded job does; and every
+/// `globalQueueInterval` jobs a worker takes an oldest waiting job, by turns the global queue's
+/// first and the bottom of its own queue first. Only a few rare jobs are put under a bottom
+/// (`pushLocalOldest`), so every job in a worker's queue comes down to the bottom in turn, and
+/// waits at most about twice `globalQueueInterval` jobs for each job below it; the global queue
+/// likewise.
 ///
 /// Sleeping: a worker with nothing to do parks on its futex. Queuing work wakes one parked worker,
 /// and only when no worker is already searching for work: at most one wake-up is outstanding, and
@@ -30,9 +34,9 @@ final class ThreadPool {
     /// Times in a row the LIFO slot may run before the queue gets a turn (tokio's choice: enough
     /// for a ping-pong of continuations, too few to starve the queue).
     static let maxLifoStreak = 3
-    /// A worker takes the oldest waiting job, from the global queue or else from the bottom of its
-    /// own, once in this many jobs (tokio's 61 for its global queue: a prime, so it does not fall
-    /// into step with patterns in the workload).
+    /// A worker takes an oldest waiting job, from the global queue or from the bottom of its own,
+    /// once in this many jobs (tokio's 61 for its global queue: a prime, so it does not fall into
+    /// step with patterns in the workload).
     static let globalQueueInterval: UInt32 = 61
     /// How long queued work may stand still before the monitor adds a worker.
     static let starvationPeriodNanoseconds: Int64 = 500_000_000
@@ -153,6 +157,24 @@ final class ThreadPool {
         inject(job)
     }
 
+    /// Queues `job` behind the work already waiting, as `Future.yield()` asks: from a worker of this
+    /// pool, on the global queue, which the worker reaches once its own queue is empty or at its
+    /// next look at the global queue (every `globalQueueInterval` jobs), and without waking another
+    /// worker, as the caller is about to look for work itself; from any other thread, as `enqueue`.
+    /// A worker with nothing queued, here or in the global queue, keeps the job in its LIFO slot:
+    /// there is nothing for it to wait behind, and a yield in a loop then takes no lock.
+    func enqueueBehind(_ job: consuming Job) {
+        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
+            if worker.lifoSlot == nil, worker.queue.count == 0, globalCount.load(ordering: .relaxed) == 0 {
+                worker.lifoSlot = job
+            } else {
+                inject(job, wakingAWorker: false)
+            }
+            return
+        }
+        inject(job)
+    }
+
     /// Queues many jobs from outside the pool, as the timer thread does with the timers that expire
     /// on one tick: one lock per batch, and one wake-up.
     func enqueue(contentsOf jobs: [Job]) {
@@ -210,16 +232,17 @@ final class ThreadPool {
         notify()
     }
 
-    /// Queues one job on the global queue and wakes a worker. The job moves into the queue: the
-    /// path of every `Future.run` from outside the pool, where a copy cost a retain and a release.
-    private func inject(_ job: consuming Job) {
+    /// Queues one job on the global queue and, unless told not to, wakes a worker. The job moves
+    /// into the queue: the path of every `Future.run` from outside the pool, where a copy cost a
+    /// retain and a release.
+    private func inject(_ job: consuming Job, wakingAWorker: Bool = true) {
         if !started.load(ordering: .acquiring) { startIfNeeded() }
         var job = Optional(job)
         global.withLock { queue in
             queue.push(job.take().unsafelyUnwrapped)
             countInjected(1, into: queue)
         }
-        notify()
+        if wakingAWorker { notify() }
     }
 
     /// Publishes the global queue's new length and counts the injection; called under its lock.
@@ -341,21 +364,29 @@ final class ThreadPool {
 
     private func nextJob(for worker: Worker, tick: inout UInt32, lifoStreak: inout Int) -> Job? {
         tick &+= 1
+        if tick % Self.globalQueueInterval == 0 {
+            // Now and then the oldest waiting job, before even the LIFO slot's: by turns the global
+            // queue's first, else the bottom of this queue, and the other way round. A worker that
+            // keeps pushing would otherwise leave its bottom to thieves, and one whose LIFO jobs
+            // keep ending their streaks would keep the global queue from ever emptying.
+            let job =
+                (tick / Self.globalQueueInterval) % 2 == 0
+                ? worker.queue.popOldest() ?? popGlobal(into: worker)
+                : popGlobal(into: worker) ?? worker.queue.popOldest()
+            if let job { return job }
+        }
         if let job = worker.lifoSlot {
             worker.lifoSlot = nil
-            if lifoStreak < Self.maxLifoStreak {
-                lifoStreak += 1
+            // The streak goes on while no job waits, here or in the global queue, behind it.
+            if lifoStreak < Self.maxLifoStreak || worker.queue.count == 0 && globalCount.load(ordering: .relaxed) == 0 {
+                lifoStreak = min(lifoStreak + 1, Self.maxLifoStreak)
                 return job
             }
-            // The streak is over: the LIFO job waits its turn behind the queue.
-            pushLocalOldest(job, on: worker)
+            // The streak is over: the LIFO job waits its turn behind the queued work. On the global
+            // queue, not under the bottom of this one, whose older jobs would then wait for it.
+            inject(job, wakingAWorker: false)
         }
         lifoStreak = 0
-        // Now and then the oldest waiting job: the global queue's, else the bottom of this queue,
-        // which a worker that keeps pushing would otherwise leave to thieves.
-        if tick % Self.globalQueueInterval == 0, let job = popGlobal(into: worker) ?? worker.queue.popOldest() {
-            return job
-        }
         if let job = worker.queue.pop() ?? popGlobal(into: worker) { return job }
         return steal(for: worker)
     }
