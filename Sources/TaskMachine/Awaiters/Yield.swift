@@ -1,8 +1,8 @@
 extension Future where Value == Void {
     /// An await that always suspends and resumes at once through the queue: on the current
     /// context if there is one, else on the pool. Lets other queued work run first: on a pool
-    /// worker, the work in its own queue, and whatever waits ahead of it in the pool's global
-    /// queue, where the resumption goes.
+    /// worker, the work in its own queue and whatever waits in the pool's global queue, behind
+    /// which the resumption is queued (when nothing waits at all, it runs next).
     public static func yield() -> YieldAwaitable {
         YieldAwaitable()
     }
