@@ -21,7 +21,7 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
 
     public func onCompleted(_ continuation: @escaping @Sendable () -> Void) {
         let context = SynchronizationContext.current
-        Continuations.enqueueBehind(.item(ClosureWorkItem(context: context, continuation)))
+        Continuations.enqueue(.item(ClosureWorkItem(context: context, continuation)), behindQueuedWork: true)
     }
 
     public func getResult() {}
@@ -29,11 +29,11 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
     @usableFromInline
     func register(box: AnyFuture) {
         box.resumeContext = SynchronizationContext.current
-        Continuations.enqueueBehind(.future(box))
+        Continuations.enqueue(.future(box), behindQueuedWork: true)
     }
 
     @usableFromInline
     func register(item: WorkItem) {
-        Continuations.enqueueBehind(.item(item))
+        Continuations.enqueue(.item(item), behindQueuedWork: true)
     }
 }

@@ -68,21 +68,17 @@ enum Continuations {
     }
 
     /// Queues `job` on its context, or on the pool when it has none.
-    static func enqueue(_ job: Job) {
+    ///
+    /// - Parameter behindQueuedWork: on the pool, queue it behind the work already waiting
+    ///   (`ThreadPool.enqueueBehind`), as `Future.yield()` does, rather than run it next. A
+    ///   context's queue is first in, first out either way.
+    static func enqueue(_ job: Job, behindQueuedWork: Bool = false) {
         if let context = job.context {
             context.enqueue(job)
+        } else if behindQueuedWork {
+            ThreadPool.shared.enqueueBehind(job)
         } else {
             ThreadPool.shared.enqueue(job)
-        }
-    }
-
-    /// Queues `job` behind the work already queued where it runs: its context's queue, or the
-    /// pool's global queue (see `ThreadPool.enqueueBehind`). For `Future.yield()`.
-    static func enqueueBehind(_ job: Job) {
-        if let context = job.context {
-            context.enqueue(job)
-        } else {
-            ThreadPool.shared.enqueueBehind(job)
         }
     }
 

@@ -31,7 +31,10 @@ final class LocalQueue {
     private let head = Atomic<UInt64>(0)
     private let tail = Atomic<UInt32>(0)
     // Unsafe: raw slots, each touched by one thread at a time as the head and tail protocol says;
-    // and the lock word, which needs a stable address.
+    // and the lock word, which needs a stable address. A word of its own rather than a
+    // `Locked(())`: with nothing to guard but the protocol, `Locked`'s zero-sized value shares the
+    // word's address, and ThreadSanitizer reports its `inout` access by one thief against another
+    // thread's look at the buffer before it takes the lock.
     private let slots: UnsafeMutablePointer<UInt>
     private let lockWord: UnsafeMutablePointer<UInt32>
 

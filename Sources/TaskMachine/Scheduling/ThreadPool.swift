@@ -129,9 +129,20 @@ final class ThreadPool {
 
     // MARK: Queuing
 
+    /// The calling thread's worker, if it is one of this pool's.
+    private var currentWorker: Worker? {
+        guard let worker = ThreadState.currentIfPresent?.worker, worker.pool === self else { return nil }
+        return worker
+    }
+
+    /// Whether no job waits in `worker`'s queue or in the global queue (its owner asks).
+    private func nothingQueued(for worker: Worker) -> Bool {
+        worker.queue.count == 0 && globalCount.load(ordering: .relaxed) == 0
+    }
+
     /// Queues `job`: into the calling worker's LIFO slot, or, from any other thread, the global queue.
     func enqueue(_ job: consuming Job) {
-        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
+        if let worker = currentWorker {
             if let previous = worker.lifoSlot {
                 pushLocal(previous, on: worker)
                 worker.lifoSlot = job
@@ -148,7 +159,7 @@ final class ThreadPool {
     /// Queues `job` where any worker can take it: a worker's own queue (not its LIFO slot, which
     /// others cannot steal from) when called on a worker of this pool, else the global queue.
     func enqueueStealable(_ job: consuming Job) {
-        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
+        if let worker = currentWorker {
             // At the bottom of the queue, where the next steal takes it first.
             pushLocalOldest(job, on: worker)
             notify()
@@ -164,8 +175,8 @@ final class ThreadPool {
     /// A worker with nothing queued, here or in the global queue, keeps the job in its LIFO slot:
     /// there is nothing for it to wait behind, and a yield in a loop then takes no lock.
     func enqueueBehind(_ job: consuming Job) {
-        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self {
-            if worker.lifoSlot == nil, worker.queue.count == 0, globalCount.load(ordering: .relaxed) == 0 {
+        if let worker = currentWorker {
+            if worker.lifoSlot == nil, nothingQueued(for: worker) {
                 worker.lifoSlot = job
             } else {
                 inject(job, wakingAWorker: false)
@@ -193,7 +204,7 @@ final class ThreadPool {
     /// stays busy, after `maxRetiredNanoseconds`). A release may run a `deinit` of the user's,
     /// which then runs on that worker a little later than it would have.
     func releasingWhenIdle(_ body: (inout [Job]) -> Void) {
-        guard let worker = ThreadState.currentIfPresent?.worker, worker.pool === self else {
+        guard let worker = currentWorker else {
             var retired: [Job] = []
             body(&retired)
             return
@@ -378,7 +389,7 @@ final class ThreadPool {
         if let job = worker.lifoSlot {
             worker.lifoSlot = nil
             // The streak goes on while no job waits, here or in the global queue, behind it.
-            if lifoStreak < Self.maxLifoStreak || worker.queue.count == 0 && globalCount.load(ordering: .relaxed) == 0 {
+            if lifoStreak < Self.maxLifoStreak || nothingQueued(for: worker) {
                 lifoStreak = min(lifoStreak + 1, Self.maxLifoStreak)
                 return job
             }
@@ -477,7 +488,7 @@ final class ThreadPool {
     /// Called by a worker about to block in `wait()`: hands over its LIFO job and, if fewer than
     /// the target of unblocked workers would remain, starts an extra worker at once.
     func workerWillBlock() {
-        if let worker = ThreadState.currentIfPresent?.worker, worker.pool === self, let job = worker.lifoSlot {
+        if let worker = currentWorker, let job = worker.lifoSlot {
             worker.lifoSlot = nil
             // First in line for the worker that steals from this one while it blocks.
             pushLocalOldest(job, on: worker)
