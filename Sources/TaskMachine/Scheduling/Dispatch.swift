@@ -72,6 +72,7 @@ enum Continuations {
     /// - Parameter behindQueuedWork: on the pool, queue it behind the work already waiting
     ///   (`ThreadPool.enqueueBehind`), as `Future.yield()` does, rather than run it next. A
     ///   context's queue is first in, first out either way.
+    @inline(__always)
     static func enqueue(_ job: Job, behindQueuedWork: Bool = false) {
         if let context = job.context {
             context.enqueue(job)

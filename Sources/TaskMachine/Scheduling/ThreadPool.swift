@@ -130,12 +130,14 @@ final class ThreadPool {
     // MARK: Queuing
 
     /// The calling thread's worker, if it is one of this pool's.
+    @inline(__always)
     private var currentWorker: Worker? {
         guard let worker = ThreadState.currentIfPresent?.worker, worker.pool === self else { return nil }
         return worker
     }
 
     /// Whether no job waits in `worker`'s queue or in the global queue (its owner asks).
+    @inline(__always)
     private func nothingQueued(for worker: Worker) -> Bool {
         worker.queue.count == 0 && globalCount.load(ordering: .relaxed) == 0
     }
