@@ -271,6 +271,64 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(delay.status == .succeeded)
     }
 
+    @Test func aDelayCancelledOnItsOwnEndsCancelledAndIsReleasedAtOnce() throws {
+        weak var released: Delay?
+        let ranOn = Promise<RuntimeThread>()
+        do {
+            let delay = Future.delay(.seconds(3600))
+            released = delay
+            delay.getAwaiter().onCompleted { ranOn.trySucceed(RuntimeThread.current) }
+            #expect(delay.cancel())
+            #expect(delay.status == .cancelled)
+            #expect(delay.diagnosticName == "delay(cancelled)")
+            let error = #expect(throws: OperationCancelledError.self) { try delay.wait(timeout: .seconds(10)) }
+            #expect(error?.token == CancellationToken.none)
+            #expect(!delay.cancel(), "a second cancel finds it ended")
+        }
+        // Queued to the pool, not run on this thread inside cancel().
+        #expect(try ranOn.future.wait(timeout: .seconds(10)) != RuntimeThread.current)
+        // The wheel let go of it when it was cancelled, not at its deadline.
+        #expect(eventually { released == nil })
+    }
+
+    @Test func cancellingADelayThatEndedReturnsFalseAndChangesNothing() throws {
+        let fired = Future.delay(.milliseconds(1))
+        try fired.wait(timeout: .seconds(10))
+        #expect(!fired.cancel())
+        #expect(fired.status == .succeeded)
+        // Delays that ended before they began.
+        #expect(!Future.delay(.zero).cancel())
+        #expect(!Future.delay(until: .now - .seconds(1)).cancel())
+        let negative = Future.delay(.seconds(-1))
+        #expect(!negative.cancel())
+        #expect(negative.error is InvalidArgumentError)
+        let source = CancellationTokenSource()
+        source.cancel()
+        let early = Future.delay(.seconds(1), cancellation: source.token)
+        #expect(!early.cancel())
+        #expect(early.cancellationToken == source.token)
+    }
+
+    @Test func aDelayCancelledOnItsOwnLeavesItsTokensSource() throws {
+        let source = CancellationTokenSource()
+        weak var released: Delay?
+        do {
+            let delay = Future.delay(.seconds(3600), cancellation: source.token)
+            released = delay
+            #expect(delay.cancel())
+            // Cancelled directly, not through the token.
+            #expect(delay.cancellationToken == CancellationToken.none)
+        }
+        // Neither the wheel nor the source, which lives on, keeps it.
+        #expect(eventually { released == nil })
+
+        // The token's cancellation and a direct one: the first wins, and the other does nothing.
+        let throughToken = Future.delay(.seconds(3600), cancellation: source.token)
+        source.cancel()
+        #expect(!throughToken.cancel())
+        #expect(throughToken.cancellationToken == source.token)
+    }
+
     @Test func delaysCancelledAsTheyExpireEachEndExactlyOnce() throws {
         let count = sanitized ? 300 : 2_000
         let source = CancellationTokenSource()
@@ -285,6 +343,24 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         source.cancel()
         #expect(eventually { ends.load(ordering: .relaxed) == count })
         for delay in delays { #expect(delay.status == .succeeded || delay.status == .cancelled) }
+        sleepForTests(milliseconds: 20)
+        #expect(ends.load(ordering: .relaxed) == count)
+    }
+
+    @Test func delaysCancelledOnTheirOwnAsTheyExpireEachEndExactlyOnce() throws {
+        let count = sanitized ? 300 : 2_000
+        let ends = Atomic<Int>(0)
+        let delays = (0..<count).map { index in
+            let delay = Future.delay(.microseconds(100 * (index % 40)))
+            delay.getAwaiter().onCompleted { ends.add(1, ordering: .relaxed) }
+            return delay
+        }
+        // Cancel about when the middle ones expire.
+        sleepForTests(milliseconds: 2)
+        let cancelled = delays.filter { $0.cancel() }.count
+        #expect(eventually { ends.load(ordering: .relaxed) == count })
+        #expect(delays.filter { $0.status == .cancelled }.count == cancelled)
+        #expect(delays.filter { $0.status == .succeeded }.count == count - cancelled)
         sleepForTests(milliseconds: 20)
         #expect(ends.load(ordering: .relaxed) == count)
     }
@@ -425,8 +501,8 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         var delays: [Future<Void>] = []
         delays.reserveCapacity(1_000)
         // The object alone: future, timer and wheel links, 104 bytes (a 112-byte glibc chunk).
-        var unscheduled: DelayFuture?
-        if let one = countAllocations({ unscheduled = DelayFuture() }) {
+        var unscheduled: Delay?
+        if let one = countAllocations({ unscheduled = Delay() }) {
             #expect(one.count == 1 && one.bytes <= 104)
         }
         withExtendedLifetime(unscheduled) {}

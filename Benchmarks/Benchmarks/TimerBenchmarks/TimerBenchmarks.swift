@@ -18,6 +18,7 @@ import TaskMachine
 
 let benchmarks: @Sendable () -> Void = {
     taskMachineDelays()
+    taskMachineDelaysWithSources()
     taskMachinePlainDelays()
     taskSleepDelays()
     nioScheduledDelays()
@@ -61,6 +62,30 @@ func prepare() {
 // MARK: TaskMachine
 
 func taskMachineDelays() {
+    Benchmark("100,000 delays: TaskMachine, Future.delay + Delay.cancel()", configuration: delayConfiguration) {
+        benchmark throws in
+        let delayCount = benchmark.operations
+        var delays: [Delay] = []
+        delays.reserveCapacity(delayCount)
+        let heapBefore = HeapReading.now()
+
+        benchmark.startMeasurement()
+        for _ in 0..<delayCount { delays.append(Future.delay(delayDuration)) }
+        recordPending(benchmark, heapBefore: heapBefore)
+        precondition(RuntimeStatistics.current.timerThreads == 1, "expected one timer thread")
+
+        for delay in delays { delay.cancel() }
+        benchmark.stopMeasurement()
+
+        // Cancelled before cancel() returned: nothing left to wait for.
+        precondition(delays.allSatisfy { $0.status == .cancelled }, "a cancelled delay is still pending")
+    } setup: {
+        prepare()
+    }
+}
+
+/// The .NET shape: each delay takes a token of a source of its own, and is cancelled through it.
+func taskMachineDelaysWithSources() {
     Benchmark("100,000 delays: TaskMachine, Future.delay + CancellationTokenSource", configuration: delayConfiguration)
     { benchmark throws in
         let delayCount = benchmark.operations

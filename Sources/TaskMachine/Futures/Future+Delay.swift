@@ -1,24 +1,39 @@
 import Synchronization
 
-/// The future of `Future.delay`, which is also its own timer in the timer queue's wheel.
+/// The future of ``Future/delay(_:cancellation:)``: it succeeds when its time comes, and
+/// ``cancel()`` ends it early, on its own, with no ``CancellationTokenSource``.
 ///
-/// One object per delay: the timer thread hands the future itself to the pool as a job, and
-/// `runAsJob` completes it. Its completion reservation is the timer's claim, so firing and
-/// cancelling race on one atomic. A cancellable delay registers itself with its token's source,
-/// with no closure. 104 bytes (a 112-byte malloc chunk): the future's 76, the wheel's links (12,
-/// from 80), its registration slot (4) and the source it registered with (8). While pending it
-/// also takes 8 bytes in a slot array of the wheel.
-final class DelayFuture: Future<Void> {
+/// ```swift
+/// let timeout = Future.delay(.seconds(5))
+/// // … the work finished first:
+/// timeout.cancel()   // cancelled now; its timer leaves the queue and its memory can go
+/// ```
+///
+/// A delay is its own timer: the timer thread hands the future itself to the pool when the time
+/// comes, and completing it there is the fire. Firing and cancelling race on the future's one
+/// completion reservation, so exactly one of them happens. A delay given a token registers itself
+/// with the token's source, with no closure.
+///
+/// One object per delay, 104 bytes (a 112-byte malloc chunk): the future's 76, the wheel's links
+/// (12, from 80), its registration slot (4) and the source it registered with (8). While pending
+/// it also takes 8 bytes in a slot array of the wheel.
+public final class Delay: Future<Void> {
     /// The wheel's bookkeeping; only under the timer queue's lock.
     final var timerLinks = TimerLinks()
-    /// The source this delay registered with, and its slot there, until it fires; set before the
-    /// delay is scheduled, read only by the fire, which the timer queue's lock orders after it.
-    /// (The slot first: it fills the four bytes after the links.)
+    /// The source this delay registered with, and its slot there, until it ends; set before the
+    /// delay is scheduled, read only by whoever claims its completion (the fire or a cancel), which
+    /// comes after. (The slot first: it fills the four bytes after the links.)
     @exclusivity(unchecked) private var registrationSlot: Int32 = 0
     @exclusivity(unchecked) private var source: CancellationTokenSource?
 
     init() {
         super.init(runsContinuationsAsynchronously: false)
+    }
+
+    /// A delay that ended before it began: for a zero or past deadline, a negative duration, or a
+    /// token cancelled already. It never enters the timer queue.
+    override init(completedWith status: FutureStatus, failure: Failure?) {
+        super.init(completedWith: status, failure: failure)
     }
 
     /// `delay(due in 1.5 s)` while in the wheel; `delay(due)` once its time has come and it is
@@ -35,8 +50,8 @@ final class DelayFuture: Future<Void> {
     }
 
     /// A delay ending at `deadline` (`Clock` nanoseconds), in the timer queue.
-    static func started(deadline: Int64, cancellation: CancellationToken) -> DelayFuture {
-        let future = DelayFuture()
+    static func started(deadline: Int64, cancellation: CancellationToken) -> Delay {
+        let future = Delay()
         future.start(deadline: deadline, cancellation: cancellation)
         return future
     }
@@ -52,10 +67,40 @@ final class DelayFuture: Future<Void> {
         TimerQueue.shared.schedule(self, deadline: deadline)
     }
 
+    /// Cancels the delay, unless it has ended: it is *cancelled* when this returns, and awaiting it
+    /// throws ``OperationCancelledError`` with the token `.none`. Its continuations are queued,
+    /// never run inside `cancel()`. Its timer leaves the timer queue at once, in constant time, and
+    /// the delay leaves the source of the token it was given, so nothing keeps it alive.
+    ///
+    /// - Returns: `true` if this call cancelled the delay; `false` if it had fired, had been
+    ///   cancelled, or had ended before it began (see ``Future/delay(_:cancellation:)``).
+    @discardableResult
+    public func cancel() -> Bool {
+        guard cancel(by: .none) else { return false }
+        leaveSource()
+        return true
+    }
+
     override func cancellationRequested(by token: CancellationToken) {
+        // The source is cancelling: its table is its own now, so the delay does not leave it.
+        _ = cancel(by: token)
+    }
+
+    /// Claims the completion for a cancellation by `token` and takes the timer out of the queue;
+    /// `false` if the delay had ended.
+    private func cancel(by token: CancellationToken) -> Bool {
         // Marked cancelled before cancel() returns; continuations are queued.
-        guard tryCancel(token: token, forceAsynchronous: true) else { return }
+        guard tryCancel(token: token, forceAsynchronous: true) else { return false }
         TimerQueue.shared.remove(TimerNode(self))
+        return true
+    }
+
+    /// Takes the delay's registration off its token's source; only by the one that claimed the
+    /// completion.
+    private func leaveSource() {
+        guard let source else { return }
+        source.unregister(slot: registrationSlot, future: self)
+        self.source = nil
     }
 
     /// The deadline passed: runs on a pool worker, so continuations run inline there, never on the
@@ -80,10 +125,7 @@ final class DelayFuture: Future<Void> {
     /// Claims the completion for the fire and writes the outcome; `false` if cancelled first.
     private func claimSuccess() -> Bool {
         guard reserveCompletion() else { return false }
-        if let source {
-            source.unregister(slot: registrationSlot, future: self)
-            self.source = nil
-        }
+        leaveSource()
         storeValue(())
         return true
     }
@@ -96,17 +138,21 @@ extension Future where Value == Void {
     /// - Parameters:
     ///   - duration: zero or more; zero completes at once.
     ///   - cancellation: cancelling it ends the delay early, *cancelled*.
-    /// - Returns: the delay's future; a failed one (``InvalidArgumentError``) for a negative
-    ///   duration, a cancelled one when `cancellation` is cancelled already.
-    public static func delay(_ duration: Duration, cancellation: CancellationToken = .none) -> Future<Void> {
+    /// - Returns: the delay, which ``Delay/cancel()`` can also end early; failed
+    ///   (``InvalidArgumentError``) for a negative duration, cancelled when `cancellation` is
+    ///   cancelled already.
+    public static func delay(_ duration: Duration, cancellation: CancellationToken = .none) -> Delay {
         guard duration >= .zero else {
-            return .failed(InvalidArgumentError("delay needs a duration of zero or more, not \(duration)"))
+            let error = InvalidArgumentError("delay needs a duration of zero or more, not \(duration)")
+            return Delay(completedWith: .failed, failure: Failure(errors: [error], token: .none))
         }
-        if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
-        if duration == .zero { return .completed }
+        if cancellation.isCancellationRequested {
+            return Delay(completedWith: .cancelled, failure: Failure(errors: [], token: cancellation))
+        }
+        if duration == .zero { return Delay(completedWith: .succeeded, failure: nil) }
         // The clock first: time spent allocating (an allocator busy on another thread can hold
         // it up) must not push the deadline back.
-        return DelayFuture.started(deadline: Clock.deadline(after: duration), cancellation: cancellation)
+        return Delay.started(deadline: Clock.deadline(after: duration), cancellation: cancellation)
     }
 
     /// A future that succeeds once the continuous clock reaches `deadline`, holding no thread while
@@ -123,17 +169,20 @@ extension Future where Value == Void {
     /// - Parameters:
     ///   - deadline: an instant of `ContinuousClock`.
     ///   - cancellation: cancelling it ends the delay early, *cancelled*.
-    /// - Returns: the delay's future; a cancelled one when `cancellation` is cancelled already.
+    /// - Returns: the delay, which ``Delay/cancel()`` can also end early; cancelled when
+    ///   `cancellation` is cancelled already.
     public static func delay(
         until deadline: ContinuousClock.Instant, cancellation: CancellationToken = .none
-    ) -> Future<Void> {
-        if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
+    ) -> Delay {
+        if cancellation.isCancellationRequested {
+            return Delay(completedWith: .cancelled, failure: Failure(errors: [], token: cancellation))
+        }
         let nanoseconds = Clock.nanoseconds(of: deadline)
-        guard nanoseconds > Clock.now else { return .completed }
-        return DelayFuture.started(deadline: nanoseconds, cancellation: cancellation)
+        guard nanoseconds > Clock.now else { return Delay(completedWith: .succeeded, failure: nil) }
+        return Delay.started(deadline: nanoseconds, cancellation: cancellation)
     }
 }
 
-// Safe to share: the registration is written before the delay is scheduled and read by its fire; the
-// links are under the timer queue's lock.
-extension DelayFuture: @unchecked Sendable {}
+// Safe to share: the registration is written before the delay is scheduled and read by whoever
+// claims its completion; the links are under the timer queue's lock.
+extension Delay: @unchecked Sendable {}

@@ -1,7 +1,7 @@
 /// Where a timer sits in the timing wheel: its deadline in wheel ticks, the slot it is in and its
 /// index in that slot's array.
 ///
-/// It lives inside the timer itself (a `TimerEntry` or a `DelayFuture`), so the wheel finds and
+/// It lives inside the timer itself (a `TimerEntry` or a `Delay`), so the wheel finds and
 /// unlinks a timer in O(1). 12 bytes. Read and written only under the timer queue's lock.
 struct TimerLinks {
     /// The deadline in ticks in the high 48 bits (2^48 ms is 8,900 years; `Int64.max` ns is under
@@ -23,7 +23,7 @@ struct TimerLinks {
     }
 }
 
-/// A timer in the wheel, as one tagged word: a `TimerEntry`, or a `DelayFuture` that is its own timer.
+/// A timer in the wheel, as one tagged word: a `TimerEntry`, or a `Delay` that is its own timer.
 ///
 /// Two class hierarchies share the wheel because a delay must be a `Future<Void>` (it is what
 /// `Future.delay` returns) and the other timers are work items; making the future its own timer
@@ -38,7 +38,7 @@ struct TimerNode: Hashable {
         word = UInt(bitPattern: Unmanaged.passUnretained(entry).toOpaque())
     }
 
-    init(_ delay: DelayFuture) {
+    init(_ delay: Delay) {
         word = UInt(bitPattern: Unmanaged.passUnretained(delay).toOpaque()) | TimerNode.delayTag
     }
 
@@ -53,7 +53,7 @@ struct TimerNode: Hashable {
     @inline(__always)
     private var links: TimerLinks {
         if isDelay {
-            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
+            return Unmanaged<Delay>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
         }
         return Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.timerLinks }
     }
@@ -62,7 +62,7 @@ struct TimerNode: Hashable {
     @inline(__always)
     private func updateLinks(_ body: (inout TimerLinks) -> Void) {
         if isDelay {
-            Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
+            Unmanaged<Delay>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
         } else {
             Unmanaged<TimerEntry>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body(&$0.timerLinks) }
         }
@@ -87,7 +87,7 @@ struct TimerNode: Hashable {
     /// for completion; an atomic load either way.
     var isSettled: Bool {
         if isDelay {
-            return Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef {
+            return Unmanaged<Delay>.fromOpaque(pointer)._withUnsafeGuaranteedRef {
                 $0.completionState.load(ordering: .acquiring) != 0
             }
         }
@@ -97,7 +97,7 @@ struct TimerNode: Hashable {
     /// Takes a reference for the wheel, before the node is linked.
     func retain() {
         if isDelay {
-            _ = Unmanaged<DelayFuture>.fromOpaque(pointer).retain()
+            _ = Unmanaged<Delay>.fromOpaque(pointer).retain()
         } else {
             _ = Unmanaged<TimerEntry>.fromOpaque(pointer).retain()
         }
@@ -107,7 +107,7 @@ struct TimerNode: Hashable {
     /// lock.
     func release() {
         if isDelay {
-            Unmanaged<DelayFuture>.fromOpaque(pointer).release()
+            Unmanaged<Delay>.fromOpaque(pointer).release()
         } else {
             Unmanaged<TimerEntry>.fromOpaque(pointer).release()
         }
@@ -118,7 +118,7 @@ struct TimerNode: Hashable {
     func fire(retiringInto retired: inout [Job]) {
         let job = takeJob()
         if isDelay {
-            Unmanaged<DelayFuture>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.fire(retiringInto: &retired) }
+            Unmanaged<Delay>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.fire(retiringInto: &retired) }
         } else {
             job.run()
         }
@@ -129,7 +129,7 @@ struct TimerNode: Hashable {
     /// completes itself), any other timer as a work item.
     func takeJob() -> Job {
         if isDelay {
-            return .future(Unmanaged<DelayFuture>.fromOpaque(pointer).takeRetainedValue())
+            return .future(Unmanaged<Delay>.fromOpaque(pointer).takeRetainedValue())
         }
         return .item(Unmanaged<TimerEntry>.fromOpaque(pointer).takeRetainedValue())
     }

@@ -109,7 +109,7 @@ struct TimerQueueState {
 /// linked. The timer thread unlinks under the lock and hands the timer to the pool, which claims
 /// before firing. So a timer is unlinked exactly once, and fires or is cancelled exactly once.
 ///
-/// Memory: a `TimerEntry` carries its links; a delay is its own timer (`DelayFuture`), one
+/// Memory: a `TimerEntry` carries its links; a delay is its own timer (`Delay`), one
 /// allocation, plus its place in a slot's array. The wheel holds one retain on each linked timer.
 final class TimerQueue {
     static let shared = TimerQueue(threadName: "timer")
@@ -139,7 +139,7 @@ final class TimerQueue {
     }
 
     /// Schedules a delay, which is its own timer, to complete at `deadline`.
-    func schedule(_ delay: DelayFuture, deadline: Int64) {
+    func schedule(_ delay: Delay, deadline: Int64) {
         insert(TimerNode(delay), deadline: deadline)
     }
 
