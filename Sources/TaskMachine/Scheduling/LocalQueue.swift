@@ -10,7 +10,7 @@ import Synchronization
 /// its owner keeps pushing (see ``ThreadPool``).
 ///
 /// `tail`, the top, is written by the owner only. `head` packs two indices of the bottom: `real`,
-/// the oldest job not yet taken, and `steal`, which equals `real` except while a thief copies out
+/// the oldest job not yet taken, and `steal`, which equals `real` except while a thief moves out
 /// the jobs between them; until it has, the owner does not reuse those slots. Thieves steal under
 /// the queue's lock, one at a time: a thief claims its half by moving `real` up, then reads `tail`
 /// again and gives up any part of the claim that a pop took meanwhile. The owner pops without the
@@ -18,9 +18,11 @@ import Synchronization
 /// a pop and a steal racing for the same job at least one sees the other. A pop that finds its job
 /// already claimed waits for the lock, when the thief has settled its claim, and looks again.
 ///
-/// Slots hold retained job words (`Job.retainedWord()`). Every publication of a slot is followed by
-/// a read-modify-write of `tail`, never a plain store: in release builds a plain release store would
-/// let the optimizer move the job's retain below it (see the toolchain notes).
+/// Jobs move in and out of the slots, never copied: pushing, popping and stealing a job cost no
+/// retain and no release. Every publication of a slot is still followed by a read-modify-write of
+/// `tail` (or `head`), never a plain store: in release builds the optimizer has moved a retain made
+/// before a plain release store below it (see the toolchain notes), and a later change that brings
+/// a copy back here must not bring that hazard with it.
 final class LocalQueue {
     /// Slots per queue: a power of two, and enough that the owner rarely overflows to the global
     /// queue (tokio uses the same).
@@ -35,12 +37,13 @@ final class LocalQueue {
     // `Locked(())`: with nothing to guard but the protocol, `Locked`'s zero-sized value shares the
     // word's address, and ThreadSanitizer reports its `inout` access by one thief against another
     // thread's look at the buffer before it takes the lock.
-    private let slots: UnsafeMutablePointer<UInt>
+    private let slots: UnsafeMutablePointer<Job>
     private let lockWord: UnsafeMutablePointer<UInt32>
 
     init() {
+        // Uninitialized: a slot holds a job only between the index moves that put it there and
+        // take it out.
         slots = .allocate(capacity: Int(Self.capacity))
-        slots.initialize(repeating: 0, count: Int(Self.capacity))
         lockWord = .allocate(capacity: 1)
         lockWord.initialize(to: 0)
     }
@@ -59,6 +62,12 @@ final class LocalQueue {
     @inline(__always)
     private static func unpack(_ head: UInt64) -> (steal: UInt32, real: UInt32) {
         (UInt32(truncatingIfNeeded: head >> 32), UInt32(truncatingIfNeeded: head))
+    }
+
+    /// The slot of ring index `index`.
+    @inline(__always)
+    private func slot(_ index: UInt32) -> UnsafeMutablePointer<Job> {
+        slots + Int(index & Self.mask)
     }
 
     /// How far `index` lies above `bottom`, as a signed distance (the indices wrap).
@@ -81,22 +90,22 @@ final class LocalQueue {
 
     /// Owner only: queues `job` on top. When the ring is full, its older half and `job` come back,
     /// oldest first, for the global queue; `nil` when everything fit.
-    func push(_ job: Job) -> [Job]? {
-        let word = job.retainedWord()
+    func push(_ job: consuming Job) -> [Job]? {
         let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
         let tail = tail.load(ordering: .relaxed)
-        // Below `steal` (never below `real`): the slots a thief is still copying stay untouched.
+        // Below `steal` (never below `real`): the slots a thief is still moving out stay untouched.
         if tail &- steal < Self.capacity {
-            slots[Int(tail & Self.mask)] = word
+            slot(tail).initialize(to: job)
             _ = self.tail.exchange(tail &+ 1, ordering: .releasing)
             return nil
         }
-        // Full, or a thief is copying out: settle it under the lock, where no thief is at work.
+        // Full, or a thief is moving jobs out: settle it under the lock, where no thief is at work.
+        var pending = Optional(job)
         return withLock {
             let (_, real) = Self.unpack(head.load(ordering: .acquiring))
             let tail = self.tail.load(ordering: .relaxed)
             if tail &- real < Self.capacity {
-                slots[Int(tail & Self.mask)] = word
+                slot(tail).initialize(to: pending.take().unsafelyUnwrapped)
                 _ = self.tail.exchange(tail &+ 1, ordering: .releasing)
                 return nil
             }
@@ -104,28 +113,30 @@ final class LocalQueue {
             let half = Self.capacity / 2
             var overflow: [Job] = []
             overflow.reserveCapacity(Int(half) + 1)
-            for offset in 0..<half {
-                overflow.append(Job(takingRetainedWord: slots[Int((real &+ offset) & Self.mask)]))
-            }
+            for offset in 0..<half { overflow.append(slot(real &+ offset).move()) }
             _ = head.exchange(Self.pack(steal: real &+ half, real: real &+ half), ordering: .releasing)
-            overflow.append(Job(takingRetainedWord: word))
+            overflow.append(pending.take().unsafelyUnwrapped)
             return overflow
         }
     }
 
-    /// Owner only: queues `jobs` on top with one publication of the tail, the first of them last,
-    /// so that it is the next to be popped. Returns `false`, queuing none, if they do not fit (the
-    /// caller then pushes them one by one).
-    func push(contentsOf jobs: [Job]) -> Bool {
+    /// Owner only: queues `count` jobs, which `next` hands over oldest first, on top with one
+    /// publication of the tail, the first of them last, so that it is the next to be popped.
+    /// Returns `false`, calling `next` not at all, if they do not fit.
+    func push(count: Int, from next: () -> Job) -> Bool {
         let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
         let tail = tail.load(ordering: .relaxed)
-        guard Int(tail &- steal) + jobs.count <= Int(Self.capacity) else { return false }
-        for (offset, job) in jobs.reversed().enumerated() {
-            slots[Int((tail &+ UInt32(offset)) & Self.mask)] = job.retainedWord()
-        }
+        guard Int(tail &- steal) + count <= Int(Self.capacity) else { return false }
+        for offset in 0..<UInt32(count) { slot(tail &+ UInt32(count) &- 1 &- offset).initialize(to: next()) }
         // A read-modify-write publishes every slot written above (see the type's note).
-        _ = self.tail.exchange(tail &+ UInt32(jobs.count), ordering: .releasing)
+        _ = self.tail.exchange(tail &+ UInt32(count), ordering: .releasing)
         return true
+    }
+
+    /// Owner only: `push(count:from:)` for the jobs of an array, which stay in it as well.
+    func push(contentsOf jobs: [Job]) -> Bool {
+        var remaining = jobs.makeIterator()
+        return push(count: jobs.count) { remaining.next().unsafelyUnwrapped }
     }
 
     /// Owner only: takes the newest job, from the top.
@@ -139,14 +150,12 @@ final class LocalQueue {
         if Self.distance(from: bottom, to: index) >= 0 {
             // At or above the bottom as this pop saw it: a thief that claimed the job after that
             // look at `head` reads `tail` after lowering it, and gives the job up.
-            return Job(takingRetainedWord: slots[Int(index & Self.mask)])
+            return slot(index).move()
         }
         // Below a thief's claim: settle it once the thief is done (it may give part of it up).
         return withLock {
             let (_, bottom) = Self.unpack(head.load(ordering: .acquiring))
-            if Self.distance(from: bottom, to: index) >= 0 {
-                return Job(takingRetainedWord: slots[Int(index & Self.mask)])
-            }
+            if Self.distance(from: bottom, to: index) >= 0 { return slot(index).move() }
             // A thief took it: the queue is empty, with its top back at its bottom.
             _ = tail.exchange(bottom, ordering: .releasing)
             return nil
@@ -160,7 +169,7 @@ final class LocalQueue {
         return withLock {
             let (_, real) = Self.unpack(head.load(ordering: .acquiring))
             guard tail.load(ordering: .relaxed) != real else { return nil }
-            let job = Job(takingRetainedWord: slots[Int(real & Self.mask)])
+            let job = slot(real).move()
             _ = head.exchange(Self.pack(steal: real &+ 1, real: real &+ 1), ordering: .sequentiallyConsistent)
             return job
         }
@@ -169,14 +178,16 @@ final class LocalQueue {
     /// Owner only: queues `job` at the bottom, behind every job waiting here, where it is the next
     /// to be stolen (on top when the queue is empty). When the queue is full, `job` comes back, for
     /// the global queue; `nil` when it fit.
-    func pushOldest(_ job: Job) -> [Job]? {
+    func pushOldest(_ job: consuming Job) -> [Job]? {
         if tail.load(ordering: .relaxed) == Self.unpack(head.load(ordering: .acquiring)).real { return push(job) }
-        let word = job.retainedWord()
+        var pending = Optional(job)
         return withLock {
             let (_, real) = Self.unpack(head.load(ordering: .acquiring))
-            guard tail.load(ordering: .relaxed) &- real < Self.capacity else { return [Job(takingRetainedWord: word)] }
+            guard tail.load(ordering: .relaxed) &- real < Self.capacity else {
+                return [pending.take().unsafelyUnwrapped]
+            }
             let bottom = real &- 1
-            slots[Int(bottom & Self.mask)] = word
+            slot(bottom).initialize(to: pending.take().unsafelyUnwrapped)
             // A read-modify-write publishes the slot (see the type's note).
             _ = head.exchange(Self.pack(steal: bottom, real: bottom), ordering: .sequentiallyConsistent)
             return nil
@@ -190,18 +201,18 @@ final class LocalQueue {
         let destinationTail = destination.tail.load(ordering: .relaxed)
         let (destinationSteal, _) = Self.unpack(destination.head.load(ordering: .acquiring))
         guard destinationTail &- destinationSteal <= Self.capacity / 2 else { return nil }
-        let taken = withLock { copyHalf(into: destination, at: destinationTail) }
+        let taken = withLock { moveHalf(into: destination, at: destinationTail) }
         guard taken > 0 else { return nil }
-        // Copied newest first, so the oldest is on top: run it; publish the rest in the destination.
+        // Moved newest first, so the oldest is on top: run it; publish the rest in the destination.
         let keep = taken - 1
-        let job = Job(takingRetainedWord: destination.slots[Int((destinationTail &+ keep) & Self.mask)])
+        let job = destination.slot(destinationTail &+ keep).move()
         if keep > 0 { _ = destination.tail.exchange(destinationTail &+ keep, ordering: .releasing) }
         return job
     }
 
-    /// Under the lock: claims the older half, copies it to `destination` from `destinationTail`
+    /// Under the lock: claims the older half, moves it to `destination` from `destinationTail`
     /// (unpublished), and returns how many it took.
-    private func copyHalf(into destination: LocalQueue, at destinationTail: UInt32) -> UInt32 {
+    private func moveHalf(into destination: LocalQueue, at destinationTail: UInt32) -> UInt32 {
         let (_, real) = Self.unpack(head.load(ordering: .acquiring))
         let available = Self.distance(from: real, to: tail.load(ordering: .acquiring))
         guard available > 0 else { return 0 }
@@ -213,10 +224,10 @@ final class LocalQueue {
         let top = tail.load(ordering: .sequentiallyConsistent)
         let taken = UInt32(max(0, min(Int32(wanted), Self.distance(from: real, to: top))))
         for offset in 0..<taken {
-            destination.slots[Int((destinationTail &+ offset) & Self.mask)] =
-                slots[Int((real &+ taken &- 1 &- offset) & Self.mask)]
+            let from = slot(real &+ taken &- 1 &- offset)
+            destination.slot(destinationTail &+ offset).moveInitialize(from: from, count: 1)
         }
-        // Copied: drop the marker, and the part of the claim given up.
+        // Moved: drop the marker, and the part of the claim given up.
         _ = head.exchange(Self.pack(steal: real &+ taken, real: real &+ taken), ordering: .sequentiallyConsistent)
         return taken
     }
