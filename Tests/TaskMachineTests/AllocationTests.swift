@@ -124,9 +124,10 @@ func countEchoFuture<Argument: Sendable>(
         let registered = countAllocations { registration = token.register {} }
         #expect(registration?.unregister() == true)
         guard let made, let registered else { return }
-        // The lock and the first callback's slot live in the source itself.
+        // The lock and the first callback's slot live in the source itself; the rest of the table,
+        // a timer and links, in extras made when needed.
         #expect(made.count == 1)
-        #expect(made.bytes <= 120, "a token source took \(made.bytes) bytes")
+        #expect(made.bytes <= 56, "a token source took \(made.bytes) bytes")
         #expect(registered.count == 0)
     }
 

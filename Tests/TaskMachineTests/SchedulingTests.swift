@@ -190,6 +190,30 @@ import Testing
         #expect(order.withLock { $0 } == [3, 1, 4])
     }
 
+    @Test func aCallbackInTheSourcesOwnSlotKeepsItsPlaceInTheOrder() throws {
+        // The first slot lives in the source and is reused when freed; the others, and the order of
+        // them all, live in extras made on demand (by a second callback, or by a timer).
+        let order = Locked<[Int]>([])
+        let source = CancellationTokenSource()
+        let oldest = source.token.register { order.withLock { $0.append(1) } }  // slot 0
+        source.token.register { order.withLock { $0.append(2) } }  // slot 1: the extras are made
+        #expect(oldest.unregister())
+        let newest = source.token.register { order.withLock { $0.append(3) } }
+        #expect(newest.slot == oldest.slot)  // slot 0 again, and now the newest
+        source.token.register { order.withLock { $0.append(4) } }
+        source.cancel()
+        #expect(order.withLock { $0 } == [4, 3, 2])
+
+        // Extras made by a timer first: the callback in slot 0 is still older than the next one.
+        order.withLock { $0 = [] }
+        let timed = CancellationTokenSource()
+        try timed.cancel(after: .seconds(3600))
+        timed.token.register { order.withLock { $0.append(1) } }
+        timed.token.register { order.withLock { $0.append(2) } }
+        timed.cancel()
+        #expect(order.withLock { $0 } == [2, 1])
+    }
+
     @Test func aFreedSlotIsReusedAndAStaleRegistrationCannotRemoveItsNewTenant() {
         let source = CancellationTokenSource()
         let ran = Locked<[Int]>([])

@@ -17,58 +17,77 @@ public final class CancellationTokenSource {
 
     /// A slot of the callback table. A slot freed by `unregister` is reused; its generation tells a
     /// stale registration from the slot's new tenant.
-    private struct Entry {
+    private struct Slot {
         var callback: Callback?
-        /// Registration order, for running the most recent first.
-        var sequence: UInt64
         var generation: UInt32
     }
 
-    /// The callback table: slot 0 in place, the rest in an array made on the second registration.
-    /// Most sources hold one callback at a time (a delay's, or an operation's), and the array was
-    /// an allocation of 80 bytes for it.
-    private struct State {
-        var first = Entry(callback: nil, sequence: 0, generation: 0)
-        /// Slots 1 and up.
-        var rest: [Entry] = []
+    /// What a source needs once it holds more than one callback at a time, a timer or links: kept
+    /// out of the source, which most of the time holds one callback (a delay's, or an operation's)
+    /// and nothing else, so that the source stays one allocation of 56 bytes.
+    private final class Extras {
+        /// Slots 1 and up, each with its registration order.
+        var rest: [(slot: Slot, sequence: UInt64)] = []
         /// Freed slots past 0; slot 0, when free, is found empty in place.
         var freeSlots: [Int32] = []
+        /// The registration order of slot 0's callback: 0, older than any other, when it was
+        /// registered before these extras existed.
+        var firstSequence: UInt64 = 0
         var nextSequence: UInt64 = 0
         var timer: CancelTimer?
         var links: [CancellationRegistration] = []
+    }
+
+    /// The callback table: slot 0 in place, the rest in the extras made on the second
+    /// registration.
+    private struct State {
+        var first = Slot(callback: nil, generation: 0)
+        var extras: Extras?
+
+        /// The extras, made on first use.
+        mutating func madeExtras() -> Extras {
+            if let extras { return extras }
+            let made = Extras()
+            extras = made
+            return made
+        }
 
         /// The number of slots, free or not.
-        var slotCount: Int { 1 + rest.count }
+        var slotCount: Int { 1 + (extras?.rest.count ?? 0) }
 
-        subscript(slot: Int32) -> Entry {
-            get { slot == 0 ? first : rest[Int(slot) - 1] }
+        subscript(slot: Int32) -> Slot {
+            get { slot == 0 ? first : extras.unsafelyUnwrapped.rest[Int(slot) - 1].slot }
             set {
-                if slot == 0 { first = newValue } else { rest[Int(slot) - 1] = newValue }
+                if slot == 0 { first = newValue } else { extras.unsafelyUnwrapped.rest[Int(slot) - 1].slot = newValue }
             }
         }
 
         /// Stores `callback` in a free slot; returns the slot and its generation.
         mutating func add(_ callback: Callback) -> (slot: Int32, generation: UInt32) {
-            nextSequence += 1
             if first.callback == nil {
                 first.callback = callback
-                first.sequence = nextSequence
+                if let extras {
+                    extras.nextSequence += 1
+                    extras.firstSequence = extras.nextSequence
+                }
                 return (0, first.generation)
             }
-            if let slot = freeSlots.popLast() {
-                rest[Int(slot) - 1].callback = callback
-                rest[Int(slot) - 1].sequence = nextSequence
-                return (slot, rest[Int(slot) - 1].generation)
+            let extras = madeExtras()
+            extras.nextSequence += 1
+            if let slot = extras.freeSlots.popLast() {
+                extras.rest[Int(slot) - 1].slot.callback = callback
+                extras.rest[Int(slot) - 1].sequence = extras.nextSequence
+                return (slot, extras.rest[Int(slot) - 1].slot.generation)
             }
-            rest.append(Entry(callback: callback, sequence: nextSequence, generation: 0))
-            return (Int32(rest.count), 0)
+            extras.rest.append((Slot(callback: callback, generation: 0), extras.nextSequence))
+            return (Int32(extras.rest.count), 0)
         }
 
         /// Empties `slot` and moves its generation on.
         mutating func remove(_ slot: Int32) {
             self[slot].callback = nil
             self[slot].generation &+= 1
-            if slot != 0 { freeSlots.append(slot) }
+            if slot != 0 { extras.unsafelyUnwrapped.freeSlots.append(slot) }
         }
     }
 
@@ -116,7 +135,7 @@ public final class CancellationTokenSource {
         let source = CancellationTokenSource()
         for token in tokens where token.canBeCancelled {
             let link = token.register { [weak source] in source?.cancel() }
-            source.withLock { $0.links.append(link) }
+            source.withLock { $0.madeExtras().links.append(link) }
         }
         return source
     }
@@ -127,8 +146,9 @@ public final class CancellationTokenSource {
     }
 
     deinit {
-        for link in withLock({ $0.links }) { link.unregister() }
-        withLock { $0.timer }?.cancel()
+        guard let extras = withLock({ $0.extras }) else { return }
+        for link in extras.links { link.unregister() }
+        extras.timer?.cancel()
     }
 
     /// The token to hand to operations.
@@ -141,14 +161,18 @@ public final class CancellationTokenSource {
     /// Calling it again does nothing.
     public func cancel() {
         guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var (first, rest, timer): (Entry, [Entry], CancelTimer?) = (
-            Entry(callback: nil, sequence: 0, generation: 0), [], nil
-        )
+        var first = Slot(callback: nil, generation: 0)
+        var rest: [(slot: Slot, sequence: UInt64)] = []
+        var firstSequence: UInt64 = 0
+        var timer: CancelTimer?
         withLock { state in
             swap(&first, &state.first)
-            swap(&rest, &state.rest)
-            swap(&timer, &state.timer)
-            state.freeSlots = []
+            // The links stay, for the deinit to unregister.
+            guard let extras = state.extras else { return }
+            swap(&rest, &extras.rest)
+            swap(&timer, &extras.timer)
+            extras.freeSlots = []
+            firstSequence = extras.firstSequence
         }
         timer?.cancel()
         let token = self.token
@@ -158,10 +182,10 @@ public final class CancellationTokenSource {
         }
         // Most recent first. Slots are reused, so table order is not registration order; the table
         // is this function's alone now, so it is sorted in place.
-        rest.append(first)
+        rest.append((first, firstSequence))
         rest.sort { $0.sequence > $1.sequence }
         for entry in rest {
-            if let callback = entry.callback { Self.run(callback, token: token) }
+            if let callback = entry.slot.callback { Self.run(callback, token: token) }
         }
     }
 
@@ -186,8 +210,9 @@ public final class CancellationTokenSource {
         }
         let timer = CancelTimer(source: self, delay: delay)
         let previous = withLock { state in
-            defer { state.timer = timer }
-            return state.timer
+            let extras = state.madeExtras()
+            defer { extras.timer = timer }
+            return extras.timer
         }
         previous?.cancel()
         TimerQueue.shared.schedule(timer)
@@ -232,7 +257,7 @@ public final class CancellationTokenSource {
     }
 
     /// Empties `slot` if it holds a callback that `isTheOne` recognizes as the caller's.
-    private func remove(_ slot: Int32, if isTheOne: (Entry) -> Bool) -> Bool {
+    private func remove(_ slot: Int32, if isTheOne: (Slot) -> Bool) -> Bool {
         withLock { state in
             guard Int(slot) < state.slotCount, state[slot].callback != nil, isTheOne(state[slot])
             else { return false }
