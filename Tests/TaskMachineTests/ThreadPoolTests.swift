@@ -154,6 +154,37 @@ final class Seen: @unchecked Sendable {
         #expect(order.withLock { $0 } == ["second queued", "first queued", "yielded"])
     }
 
+    @Test func jobsQueuedFromOutsideRunInTheirOrderOnOneWorker() throws {
+        // The worker takes them from the global queue in batches, into its own queue, whose newest
+        // job it pops first: a batch goes in with its first job on top. (Fewer than 61 jobs, so
+        // that the fairness rule's look at the oldest job does not come into it.)
+        let pool = ThreadPool(workerCount: 1)
+        let running = Locked(false)
+        let open = Locked(false)
+        let order = Locked<[Int]>([])
+        let done = Promise<Void>()
+        let count = 50
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    running.withLock { $0 = true }
+                    while !open.withLock({ $0 }) { usleepish() }
+                }))
+        // The worker is busy: the jobs below wait in the global queue, all of them.
+        while !running.withLock({ $0 }) { usleepish() }
+        for number in 0..<count {
+            pool.enqueue(
+                .item(
+                    ClosureWorkItem {
+                        order.withLock { $0.append(number) }
+                        if number == count - 1 { done.trySucceed() }
+                    }))
+        }
+        open.withLock { $0 = true }
+        try done.future.wait(timeout: .seconds(20))
+        #expect(order.withLock { $0 } == Array(0..<count))
+    }
+
     @Test func theOldestJobOfABusyWorkersQueueRunsWithinAFewHundredJobs() throws {
         // One worker whose jobs keep queuing more on top of its queue: depth first, a job at the
         // bottom would wait for the whole tree, but every 61st job is the oldest waiting.
