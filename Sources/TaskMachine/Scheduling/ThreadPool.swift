@@ -374,9 +374,7 @@ final class ThreadPool {
         }
     }
 
-    /// The next job for `worker`, or `nil` when there is none anywhere it can look. Inlined into
-    /// its one caller: as a call of its own it took a yield loop from 362 to 389 instructions.
-    @inline(__always)
+    /// The next job for `worker`, or `nil` when there is none anywhere it can look.
     private func nextJob(for worker: Worker, tick: inout UInt32, lifoStreak: inout Int) -> Job? {
         tick &+= 1
         if tick % Self.globalQueueInterval == 0 {
