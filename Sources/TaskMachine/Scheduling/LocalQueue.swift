@@ -120,23 +120,17 @@ final class LocalQueue {
         }
     }
 
-    /// Owner only: queues `count` jobs, which `next` hands over oldest first, on top with one
-    /// publication of the tail, the first of them last, so that it is the next to be popped.
-    /// Returns `false`, calling `next` not at all, if they do not fit.
-    func push(count: Int, from next: () -> Job) -> Bool {
+    /// Owner only: queues copies of `jobs` on top with one publication of the tail, the first of
+    /// them last, so that it is the next to be popped. Returns `false`, queuing none, if they do
+    /// not fit (the caller then pushes them one by one).
+    func push(contentsOf jobs: [Job]) -> Bool {
         let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
         let tail = tail.load(ordering: .relaxed)
-        guard Int(tail &- steal) + count <= Int(Self.capacity) else { return false }
-        for offset in 0..<UInt32(count) { slot(tail &+ UInt32(count) &- 1 &- offset).initialize(to: next()) }
+        guard Int(tail &- steal) + jobs.count <= Int(Self.capacity) else { return false }
+        for (offset, job) in jobs.reversed().enumerated() { slot(tail &+ UInt32(offset)).initialize(to: job) }
         // A read-modify-write publishes every slot written above (see the type's note).
-        _ = self.tail.exchange(tail &+ UInt32(count), ordering: .releasing)
+        _ = self.tail.exchange(tail &+ UInt32(jobs.count), ordering: .releasing)
         return true
-    }
-
-    /// Owner only: `push(count:from:)` for the jobs of an array, which stay in it as well.
-    func push(contentsOf jobs: [Job]) -> Bool {
-        var remaining = jobs.makeIterator()
-        return push(count: jobs.count) { remaining.next().unsafelyUnwrapped }
     }
 
     /// Owner only: takes the newest job, from the top.

@@ -269,7 +269,7 @@ final class ThreadPool {
         worker.batch = []
         let first = global.withLock { queue -> Job? in
             guard let first = queue.pop() else { return nil }
-            let share = min(queue.count / targetWorkerCount, ThreadPool.batchCapacity, max(0, room))
+            let share = min(queue.count / targetWorkerCount, Int(LocalQueue.capacity) / 4, max(0, room))
             for _ in 0..<share { batch.append(queue.pop().unsafelyUnwrapped) }
             globalCount.store(queue.count, ordering: .relaxed)
             return first
@@ -286,9 +286,6 @@ final class ThreadPool {
         worker.batch = batch
         return first
     }
-
-    /// The most jobs a worker takes from the global queue at once, beside the one it runs.
-    static let batchCapacity = Int(LocalQueue.capacity) / 4
 
     /// Wakes one parked worker if none is searching already.
     private func notify() {
