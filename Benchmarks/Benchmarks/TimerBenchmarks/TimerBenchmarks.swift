@@ -62,53 +62,49 @@ func prepare() {
 // MARK: TaskMachine
 
 func taskMachineDelays() {
-    Benchmark("100,000 delays: TaskMachine, Future.delay + Delay.cancel()", configuration: delayConfiguration) {
-        benchmark throws in
-        let delayCount = benchmark.operations
-        var delays: [Delay] = []
-        delays.reserveCapacity(delayCount)
-        let heapBefore = HeapReading.now()
-
-        benchmark.startMeasurement()
-        for _ in 0..<delayCount { delays.append(Future.delay(delayDuration)) }
-        recordPending(benchmark, heapBefore: heapBefore)
-        precondition(RuntimeStatistics.current.timerThreads == 1, "expected one timer thread")
-
-        for delay in delays { delay.cancel() }
-        benchmark.stopMeasurement()
-
-        // Cancelled before cancel() returned: nothing left to wait for.
-        precondition(delays.allSatisfy { $0.status == .cancelled }, "a cancelled delay is still pending")
-    } setup: {
-        prepare()
+    cancelledDelays("100,000 delays: TaskMachine, Future.delay + Delay.cancel()") {
+        Future.delay(delayDuration)
+    } cancel: { delay in
+        delay.cancel()
+    } hasEnded: { delay in
+        delay.isCompleted
     }
 }
 
 /// The .NET shape: each delay takes a token of a source of its own, and is cancelled through it.
 func taskMachineDelaysWithSources() {
-    Benchmark("100,000 delays: TaskMachine, Future.delay + CancellationTokenSource", configuration: delayConfiguration)
-    { benchmark throws in
+    cancelledDelays("100,000 delays: TaskMachine, Future.delay + CancellationTokenSource") {
+        let source = CancellationTokenSource()
+        return (source, Future.delay(delayDuration, cancellation: source.token))
+    } cancel: { source, _ in
+        source.cancel()
+    } hasEnded: { _, delay in
+        delay.isCompleted
+    }
+}
+
+/// A benchmark that makes `operations` delays with `make`, records what they keep while pending,
+/// then cancels each with `cancel`; `Handle` is what cancelling one needs.
+func cancelledDelays<Handle>(
+    _ name: String, make: @escaping () -> Handle, cancel: @escaping (Handle) -> Void,
+    hasEnded: @escaping (Handle) -> Bool
+) {
+    Benchmark(name, configuration: delayConfiguration) { benchmark throws in
         let delayCount = benchmark.operations
-        var sources: [CancellationTokenSource] = []
-        var delays: [Future<Void>] = []
-        sources.reserveCapacity(delayCount)
-        delays.reserveCapacity(delayCount)
+        var handles: [Handle] = []
+        handles.reserveCapacity(delayCount)
         let heapBefore = HeapReading.now()
 
         benchmark.startMeasurement()
-        for _ in 0..<delayCount {
-            let source = CancellationTokenSource()
-            sources.append(source)
-            delays.append(Future.delay(delayDuration, cancellation: source.token))
-        }
+        for _ in 0..<delayCount { handles.append(make()) }
         recordPending(benchmark, heapBefore: heapBefore)
         precondition(RuntimeStatistics.current.timerThreads == 1, "expected one timer thread")
 
-        for source in sources { source.cancel() }
+        for handle in handles { cancel(handle) }
         benchmark.stopMeasurement()
 
         // Cancelled before cancel() returned: nothing left to wait for.
-        precondition(delays.allSatisfy { $0.isCompleted }, "a cancelled delay is still pending")
+        precondition(handles.allSatisfy(hasEnded), "a cancelled delay is still pending")
     } setup: {
         prepare()
     }
