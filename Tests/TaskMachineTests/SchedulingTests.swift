@@ -228,6 +228,47 @@ import Testing
         #expect(!second.unregister())  // ran already
     }
 
+    @Test func aCallbackUnregisteredWhileCancelRunsOthersIsRemovedAndNeverRuns() throws {
+        // Callbacks leave the table one at a time as they run: one not reached yet can still be
+        // removed, and `unregister()` says so.
+        let source = CancellationTokenSource()
+        let olderRan = Flag()
+        let older = source.token.register { olderRan.set() }
+        let entered = Promise<Void>()
+        let proceed = Promise<Void>()
+        let newest = source.token.register {  // runs first, and holds the cancel until told
+            entered.trySucceed()
+            _ = try? proceed.future.wait(timeout: .seconds(10))
+        }
+        let cancelling = Future.run { source.cancel() }
+        try entered.future.wait(timeout: .seconds(10))
+        #expect(!newest.unregister())  // running: too late
+        #expect(older.unregister())  // not reached yet: removed
+        proceed.trySucceed()
+        try cancelling.wait(timeout: .seconds(10))
+        #expect(!olderRan.isSet)
+    }
+
+    @Test func unregisteringACallbackWhoseReleaseFreesALinkedSourceDoesNotDeadlock() throws {
+        // The removed closure holds the last reference to a source linked to this one; freeing it
+        // unregisters the link from this source, which must not be locked at that moment.
+        let parent = CancellationTokenSource()
+        let done = Future.run {
+            let registration = Self.registerHoldingALinkedSource(of: parent)
+            #expect(registration.unregister())
+        }
+        try done.wait(timeout: .seconds(10))
+        // The same through cancel(), which releases each callback after running it.
+        let other = CancellationTokenSource()
+        _ = Self.registerHoldingALinkedSource(of: other)
+        try Future.run { other.cancel() }.wait(timeout: .seconds(10))
+    }
+
+    private static func registerHoldingALinkedSource(of parent: CancellationTokenSource) -> CancellationRegistration {
+        let child = CancellationTokenSource.linked(to: parent.token)
+        return parent.token.register { _ = child }
+    }
+
     @Test func manyRegistrationsOnOneTokenAreRemovedInAnyOrder() {
         // Removal is constant time: 20,000 registrations removed from the middle out would take
         // hundreds of millions of steps with a linear search, and this test would crawl.
@@ -296,6 +337,26 @@ import Testing
         #expect(try completed.wait(timeout: .seconds(10)) == 3)
         let negative = source.future.waiting(timeout: .seconds(-1))
         #expect(negative === source.future)  // completed already: returned as it is
+    }
+
+    @Test func waitingOnAFutureThatNeverCompletesKeepsNothingAliveOnceDropped() {
+        // Nothing refers back to what it waits on: dropping the future, the output and the source
+        // frees them, though the future never completes and the source is never cancelled.
+        weak var weakSource: CancellationTokenSource?
+        weak var weakOutput: Future<Int>?
+        weak var weakWaited: Future<Int>?
+        do {
+            let promise = Promise<Int>()
+            let source = CancellationTokenSource()
+            let output = promise.future.waiting(cancellation: source.token)
+            weakSource = source
+            weakOutput = output
+            weakWaited = promise.future
+            #expect(output.status == .pending)
+        }
+        #expect(weakWaited == nil)
+        #expect(weakOutput == nil)
+        #expect(weakSource == nil)
     }
 
     @Test func aNegativeWaitingTimeoutIsAClearError() {

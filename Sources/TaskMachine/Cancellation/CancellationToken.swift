@@ -56,7 +56,9 @@ public struct CancellationRegistration: Sendable {
     let slot: Int32
     let generation: UInt32
 
-    /// Removes the callback, in constant time. Returns `true` if it was removed before it ran.
+    /// Removes the callback, in constant time. Returns `true` if it was removed before it ran, even
+    /// while `cancel()` is running other callbacks; `false` if it is running or has run (this call
+    /// does not wait for it to finish), or was removed already.
     @discardableResult
     public func unregister() -> Bool {
         source?.unregister(slot: slot, generation: generation) ?? false

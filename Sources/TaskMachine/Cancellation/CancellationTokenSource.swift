@@ -5,8 +5,13 @@ import Synchronization
 ///
 /// `cancel()` marks the source cancelled, then runs the registered callbacks on the calling
 /// thread. The delays and `waiting(timeout:cancellation:)` futures it cancels are marked cancelled
-/// before `cancel()` returns, and their continuations are queued, never run inside `cancel()`. A
-/// `Future.run` still queued checks its token when its turn comes, and ends cancelled then.
+/// before that `cancel()` returns, and their continuations are queued, never run inside `cancel()`.
+/// A `Future.run` still queued checks its token when its turn comes, and ends cancelled then.
+///
+/// Callbacks are taken from the table one at a time as they run, so a callback unregistered while
+/// `cancel()` runs others is removed (``CancellationRegistration/unregister()`` returns `true`) and
+/// never runs. A callback is released outside the source's lock, so whatever its release frees may
+/// use the source.
 public final class CancellationTokenSource {
     /// What runs on cancellation: a closure, or a future that cancels itself (a delay), which needs
     /// no closure and so no allocation of its own.
@@ -83,11 +88,28 @@ public final class CancellationTokenSource {
             return (Int32(extras.rest.count), 0)
         }
 
-        /// Empties `slot` and moves its generation on.
-        mutating func remove(_ slot: Int32) {
+        /// Empties `slot`, moves its generation on, and returns what it held, for the caller to
+        /// release once it has let go of the lock.
+        mutating func remove(_ slot: Int32) -> Callback? {
+            let callback = self[slot].callback
             self[slot].callback = nil
             self[slot].generation &+= 1
             if slot != 0 { extras.unsafelyUnwrapped.freeSlots.append(slot) }
+            return callback
+        }
+
+        /// The occupied slots of a table with extras, each with its generation, most recently
+        /// registered first.
+        func slotsMostRecentFirst(_ extras: Extras) -> [(slot: Int32, generation: UInt32, sequence: UInt64)] {
+            var occupied: [(slot: Int32, generation: UInt32, sequence: UInt64)] = []
+            occupied.reserveCapacity(1 + extras.rest.count)
+            if first.callback != nil { occupied.append((0, first.generation, extras.firstSequence)) }
+            for (index, entry) in extras.rest.enumerated() where entry.slot.callback != nil {
+                occupied.append((Int32(index + 1), entry.slot.generation, entry.sequence))
+            }
+            // Slots are reused, so table order is not registration order.
+            occupied.sort { $0.sequence > $1.sequence }
+            return occupied
         }
     }
 
@@ -158,34 +180,32 @@ public final class CancellationTokenSource {
     public var isCancellationRequested: Bool { cancelled.load(ordering: .acquiring) }
 
     /// Requests cancellation: runs the registered callbacks, most recent first, on this thread.
-    /// Calling it again does nothing.
+    ///
+    /// Only the first call cancels. A call while another thread's is running the callbacks, or
+    /// after, returns at once, and may return before that thread has run them all.
     public func cancel() {
         guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var first = Slot(callback: nil, generation: 0)
-        var rest: [(slot: Slot, sequence: UInt64)] = []
-        var firstSequence: UInt64 = 0
+        // From here no callback is added. The order is taken once; each callback then leaves the
+        // table under the lock just before it runs, so that one unregistered meanwhile is found
+        // there and removed instead. The common case, one callback and no extras, takes the lock
+        // once.
         var timer: CancelTimer?
-        withLock { state in
-            swap(&first, &state.first)
-            // The links stay, for the deinit to unregister.
-            guard let extras = state.extras else { return }
-            swap(&rest, &extras.rest)
-            swap(&timer, &extras.timer)
-            extras.freeSlots = []
-            firstSequence = extras.firstSequence
+        let (order, only) = withLock { state -> ([(slot: Int32, generation: UInt32, sequence: UInt64)], Callback?) in
+            if let extras = state.extras {
+                // The links stay, for the deinit to unregister.
+                swap(&timer, &extras.timer)
+                return (state.slotsMostRecentFirst(extras), nil)
+            }
+            return ([], state.first.callback == nil ? nil : state.remove(0))
         }
         timer?.cancel()
         let token = self.token
-        guard !rest.isEmpty else {
-            if let callback = first.callback { Self.run(callback, token: token) }
-            return
-        }
-        // Most recent first. Slots are reused, so table order is not registration order; the table
-        // is this function's alone now, so it is sorted in place.
-        rest.append((first, firstSequence))
-        rest.sort { $0.sequence > $1.sequence }
-        for entry in rest {
-            if let callback = entry.slot.callback { Self.run(callback, token: token) }
+        if let only { Self.run(only, token: token) }
+        for (slot, generation, _) in order {
+            let callback = withLock { state in
+                state[slot].generation == generation ? state.remove(slot) : nil
+            }
+            if let callback { Self.run(callback, token: token) }
         }
     }
 
@@ -209,12 +229,17 @@ public final class CancellationTokenSource {
             return
         }
         let timer = CancelTimer(source: self, delay: delay)
-        let previous = withLock { state in
+        // Checked again under the lock, against a `cancel()` since the check above: one that went
+        // through the lock first is seen here, and one that goes through it after takes this
+        // timer out and cancels it. Either way no timer outlives the cancellation.
+        let (previous, stored) = withLock { state -> (CancelTimer?, Bool) in
+            guard !cancelled.load(ordering: .acquiring) else { return (nil, false) }
             let extras = state.madeExtras()
             defer { extras.timer = timer }
-            return extras.timer
+            return (extras.timer, true)
         }
         previous?.cancel()
+        guard stored else { return }
         TimerQueue.shared.schedule(timer)
     }
 
@@ -258,12 +283,14 @@ public final class CancellationTokenSource {
 
     /// Empties `slot` if it holds a callback that `isTheOne` recognizes as the caller's.
     private func remove(_ slot: Int32, if isTheOne: (Slot) -> Bool) -> Bool {
-        withLock { state in
+        // Released here, after the lock: the callback may hold the last reference to something
+        // whose deinit uses this source (a linked source unregistering its link, say).
+        let removed = withLock { state -> Callback? in
             guard Int(slot) < state.slotCount, state[slot].callback != nil, isTheOne(state[slot])
-            else { return false }
-            state.remove(slot)
-            return true
+            else { return nil }
+            return state.remove(slot)
         }
+        return removed != nil
     }
 }
 

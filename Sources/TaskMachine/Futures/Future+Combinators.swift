@@ -128,7 +128,19 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
     private let timeout: Duration
     /// Whether the race has a timer in the timer queue (only then may it cancel it).
     let hasTimer: Bool
-    private let hooks = Locked<(registration: CancellationRegistration?, forwarder: WorkItem?)>((nil, nil))
+    /// The token the output is cancelled with. Kept here, not captured by the callback registered
+    /// on it: the token's source holds that callback, and a callback holding the token would keep
+    /// a source that is never cancelled alive for ever.
+    private var token = CancellationToken.none
+    private let hooks = Locked<Hooks>(Hooks())
+
+    struct Hooks {
+        var registration: CancellationRegistration?
+        /// Weak: the forwarder, registered on the source, holds the race, which is what keeps the
+        /// race alive while it waits; a strong reference back would be a cycle that a source
+        /// that never completes would never break.
+        weak var forwarder: WorkItem?
+    }
 
     init(output: Future<Value>, source: Future<Value>, timeout: Duration?) {
         self.output = output
@@ -143,10 +155,11 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         let forwarder = ClosureWorkItem { [self] in sourceCompleted() }
         hooks.withLock { $0.forwarder = forwarder }
         if token.canBeCancelled {
+            self.token = token
             let registered = token.register { [weak self] in
                 guard let self, !output.isCompleted else { return }
                 dropForwarder()
-                guard output.tryCancel(token: token, forceAsynchronous: true) else { return }
+                guard output.tryCancel(token: self.token, forceAsynchronous: true) else { return }
                 if hasTimer { cancel() }
             }
             hooks.withLock { $0.registration = registered }
@@ -166,7 +179,6 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
 
     /// The source completed (first, or after the race was decided).
     private func sourceCompleted() {
-        // The forwarder has run: let go of it, which breaks the cycle race → forwarder → race.
         hooks.withLock { $0.forwarder = nil }
         guard let source, output.tryComplete(from: source) else { return }
         if hasTimer { cancel() }

@@ -37,7 +37,8 @@ public final class Delay: Future<Void> {
     }
 
     /// `delay(due in 1.5 s)` while in the wheel; `delay(due)` once its time has come and it is
-    /// being fired, `delay(done)` or `delay(cancelled)` after.
+    /// being fired, `delay(done)` or `delay(cancelled)` after; `delay(failed)` for a negative
+    /// duration.
     override var diagnosticName: String {
         if let remaining = TimerQueue.shared.timeUntilDue(TimerNode(self)) {
             return "delay(due in \(remaining.readableText))"
@@ -45,7 +46,8 @@ public final class Delay: Future<Void> {
         switch status {
         case .pending: return "delay(due)"
         case .cancelled: return "delay(cancelled)"
-        default: return "delay(done)"
+        case .failed: return "delay(failed)"
+        case .succeeded: return "delay(done)"
         }
     }
 
