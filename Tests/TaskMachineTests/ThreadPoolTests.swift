@@ -254,6 +254,123 @@ final class Seen: @unchecked Sendable {
         #expect(pool.activitySnapshot.starvationWorkersAdded >= 1)
     }
 
+    @Test(arguments: [1, 2])
+    func aJobLeftInTheLIFOSlotOfAStuckWorkerRunsElsewhere(workers: Int) throws {
+        // A job polls, without wait(), for the continuation it just queued, which sits in its own
+        // worker's LIFO slot where no other worker takes from: the monitor takes it out, and with
+        // one worker adds one to run it.
+        let pool = ThreadPool(workerCount: workers)
+        let continuationRan = Promise<Void>()
+        let polled = Promise<Duration>()
+        pool.enqueue(
+            job {
+                let queued = ContinuousClock.now
+                pool.enqueue(job { continuationRan.trySucceed() })
+                while !continuationRan.future.isCompleted && ContinuousClock.now - queued < .seconds(10) {
+                    usleep(1000)
+                }
+                polled.trySucceed(ContinuousClock.now - queued)
+            })
+        let waited = try polled.future.wait(timeout: .seconds(20))
+        #expect(continuationRan.future.isCompleted)
+        #expect(waited < .nanoseconds(ThreadPool.starvationPeriodNanoseconds) * 4)
+        #expect(pool.activitySnapshot.lifoJobsRescued == 1)
+    }
+
+    @Test func aWorkerInAYieldLoopStealsFromABusyWorkersQueue() throws {
+        // One worker yields in a loop with nothing queued, its job in its LIFO slot all along; the
+        // other is busy until a job in its own queue has run. Every `globalQueueInterval` jobs the
+        // yielding worker looks at the others' queues too.
+        let pool = ThreadPool(workerCount: 2)
+        let looping = Promise<Void>()
+        let stolenRan = Promise<Void>()
+        let waited = Promise<Duration>()
+        let stop = ContinuousClock.now + .seconds(10)
+        pool.enqueue(
+            job {
+                // Polled, not waited for: a worker blocking in wait() would have an extra one
+                // started, which would take the job below.
+                while !looping.future.isCompleted && ContinuousClock.now < stop { usleep(1000) }
+                let queued = ContinuousClock.now
+                pool.enqueue(job { stolenRan.trySucceed() })
+                pool.enqueue(job {})  // pushes the job above out of the LIFO slot, into the queue
+                while !stolenRan.future.isCompleted && ContinuousClock.now < stop { usleep(1000) }
+                waited.trySucceed(ContinuousClock.now - queued)
+            })
+        pool.enqueue(
+            .item(
+                YieldLoop(pool: pool, started: looping) { stolenRan.future.isCompleted || ContinuousClock.now > stop }))
+        #expect(try waited.future.wait(timeout: .seconds(20)) < .nanoseconds(ThreadPool.starvationPeriodNanoseconds))
+    }
+
+    @Test func aJobQueuedBehindAWorkersOwnWorkWakesAnIdleWorker() throws {
+        // The worker has a long LIFO job to run first: the job it queues behind does not wait for
+        // it, nor for the monitor, while the other worker idles.
+        let pool = ThreadPool(workerCount: 2)
+        try Future<Void>.waitUntilIdle(pool)
+        let behindRan = Promise<Duration>()
+        let longJobDone = Promise<Void>()
+        pool.enqueue(
+            job {
+                pool.enqueue(
+                    job {  // polls rather than waits, which would have an extra worker started
+                        let start = ContinuousClock.now
+                        while !behindRan.future.isCompleted && ContinuousClock.now - start < .seconds(10) {
+                            usleep(1000)
+                        }
+                        longJobDone.trySucceed()
+                    })
+                let queued = ContinuousClock.now
+                pool.enqueueBehind(job { behindRan.trySucceed(ContinuousClock.now - queued) })
+            })
+        try longJobDone.future.wait(timeout: .seconds(20))
+        #expect(try behindRan.future.getResult() < .nanoseconds(ThreadPool.starvationPeriodNanoseconds) / 2)
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0)
+    }
+
+    @Test func aRetiredWorkerAndItsThreadStateAreFreed() throws {
+        let pool = ThreadPool(workerCount: 1, extraWorkerIdleNanoseconds: 50_000_000)
+        let gate = Promise<Void>()
+        let blockerDone = Promise<Void>()
+        let extra = Locked<(worker: WeakBox<ThreadPool.Worker>, state: WeakBox<ThreadState>)?>(nil)
+        pool.enqueue(
+            job {
+                _ = try? gate.future.wait(timeout: .seconds(10))  // an extra worker starts at once
+                blockerDone.trySucceed()
+            })
+        pool.enqueue(
+            job {  // on the extra worker, or the first once it is back: only the extra retires
+                let state = ThreadState.current
+                if state.worker?.isExtra == true { extra.withLock { $0 = (WeakBox(state.worker), WeakBox(state)) } }
+                gate.trySucceed()
+            })
+        try blockerDone.future.wait(timeout: .seconds(20))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while pool.activitySnapshot.retirements == 0 && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(pool.activitySnapshot.retirements == 1)
+        // The remaining worker drops its copy of the worker list at its next look for work.
+        try Future<Void>.run(on: pool) {}
+        while extra.withLock({ $0?.worker.value != nil || $0?.state.value != nil }) && ContinuousClock.now < deadline {
+            usleep(1000)
+        }
+        let found = try #require(extra.withLock { $0 })
+        #expect(found.worker.value == nil)
+        #expect(found.state.value == nil)
+    }
+
+    @Test func injectionsCountJobsFromOutsideNotAWorkersOwn() throws {
+        let pool = ThreadPool(workerCount: 1)
+        let done = Promise<Void>()
+        pool.enqueue(
+            job {
+                pool.enqueue(job {})
+                for _ in 0..<10 { pool.enqueueBehind(job {}) }  // yields: passed on, not injected
+                pool.enqueueBehind(job { done.trySucceed() })
+            })
+        try done.future.wait(timeout: .seconds(20))
+        #expect(pool.activitySnapshot.injections == 1)
+    }
+
     @Test func aWorkerReleasesWhatItPutOffOnceIdleOrOnceTheOldestHasWaitedTooLong() throws {
         let pool = ThreadPool(workerCount: 1)
         let released = Locked<[Int]>([])
@@ -354,3 +471,55 @@ final class TreeJob: WorkItem {
 
 // Safe to share: immutable.
 extension TreeJob: @unchecked Sendable {}
+
+/// A closure as a job.
+func job(_ body: @escaping @Sendable () -> Void) -> Job { .item(ClosureWorkItem(body)) }
+
+/// A weak reference that can be shared.
+final class WeakBox<Object: AnyObject>: @unchecked Sendable {
+    weak var value: Object?
+    init(_ value: Object?) { self.value = value }
+}
+
+/// A job that queues itself behind queued work, as `while !stop() { await Future.yield() }` does.
+final class YieldLoop: WorkItem {
+    let pool: ThreadPool
+    let started: Promise<Void>
+    let stop: @Sendable () -> Bool
+
+    init(pool: ThreadPool, started: Promise<Void>, stop: @escaping @Sendable () -> Bool) {
+        self.pool = pool
+        self.started = started
+        self.stop = stop
+        super.init()
+    }
+
+    override func run() {
+        started.trySucceed()
+        if !stop() { pool.enqueueBehind(.item(self)) }
+    }
+}
+
+// Safe to share: immutable.
+extension YieldLoop: @unchecked Sendable {}
+
+extension Future where Value == Void {
+    /// Runs `body` on `pool` and waits for it.
+    static func run(on pool: ThreadPool, _ body: @escaping @Sendable () -> Void) throws {
+        let done = Promise<Void>()
+        pool.enqueue(
+            job {
+                body()
+                done.trySucceed()
+            })
+        try done.future.wait(timeout: .seconds(20))
+    }
+
+    /// Waits until every worker of `pool`, started by a first job, is parked.
+    static func waitUntilIdle(_ pool: ThreadPool) throws {
+        try run(on: pool) {}
+        let deadline = ContinuousClock.now + .seconds(20)
+        while pool.counts.idle < pool.targetWorkerCount && ContinuousClock.now < deadline { usleep(1000) }
+        usleep(20_000)  // past the spin before a park
+    }
+}

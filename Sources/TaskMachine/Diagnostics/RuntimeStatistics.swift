@@ -40,6 +40,9 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
         public var extraWorkersStarted: UInt64
         /// Of those, workers the monitor added because queued work stood still.
         public var starvationWorkersAdded: UInt64
+        /// Jobs the monitor took from the LIFO slot of a worker stuck in a long job (a slot no other
+        /// worker takes from), and queued where any worker can run them.
+        public var lifoJobsRescued: UInt64
     }
 
     /// The runtime now.

@@ -379,6 +379,17 @@ extension Job {
         }
     }
 
+    /// The job as a slot word holding the retain the job held: moved in, with no retain and
+    /// release.
+    consuming func movedIntoWord() -> UInt {
+        switch consume self {
+        case .future(let future):
+            UInt(bitPattern: Unmanaged.passRetained(consume future).toOpaque())
+        case .item(let item):
+            UInt(bitPattern: Unmanaged.passRetained(consume item).toOpaque()) | SlotWord.itemTag
+        }
+    }
+
     /// The job a slot word holds, taking over its retain.
     init(takingRetainedWord word: UInt) {
         if word & SlotWord.itemTag != 0 {

@@ -50,8 +50,9 @@ extension AnyFuture {
 extension Future {
     /// Blocks the calling thread until the future completes; returns its value or throws its error.
     ///
-    /// Prefer `await`: a blocked thread does nothing else. When a pool worker blocks and no other
-    /// worker is idle, the pool starts an extra one to make up for it.
+    /// Prefer `await`: a blocked thread does nothing else. When a pool worker blocks, leaving fewer
+    /// unblocked workers than the pool's target (one per core), the pool starts an extra one at
+    /// once to make up for it, whether or not another worker is idle.
     ///
     /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
     ///   single-threaded context that the future needs in order to complete.

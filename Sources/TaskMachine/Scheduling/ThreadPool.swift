@@ -25,8 +25,13 @@ import Synchronization
 ///
 /// Blocking: a worker about to block in `wait()` hands its LIFO job over and, when fewer than the
 /// target number of workers would be left unblocked, starts an extra worker at once. A monitor
-/// thread adds a worker when queued work has not moved for `starvationPeriod` (workers busy with
-/// long jobs). Extra workers retire after `extraWorkerIdleNanoseconds` idle.
+/// thread looks every `starvationPeriod`: it takes the LIFO job of a worker that has not finished a
+/// job since its last look (stuck in a long job, or polling for that very job) and queues it where
+/// any worker can run it, and it adds a worker when queued work has not moved at all. Extra
+/// workers retire after `extraWorkerIdleNanoseconds` idle.
+///
+/// A pool lives as long as the process: its workers and its monitor never exit, but for extra
+/// workers that retire. The shared pool is the only one made outside tests.
 final class ThreadPool {
     /// The process-wide pool: one worker per core.
     static let shared = ThreadPool(workerCount: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -60,8 +65,12 @@ final class ThreadPool {
         let isExtra: Bool
         unowned(unsafe) let pool: ThreadPool
         let queue = LocalQueue()
-        /// Owner only: the newest job, run next.
-        var lifoSlot: Job?
+        /// The newest job, run next: a retained job word (`Job.movedIntoWord()`), 0 when empty. Its
+        /// owner puts and takes it; the monitor takes it from a worker stuck in a long job. Every
+        /// change is a read-modify-write (an exchange), which also publishes a job put there.
+        let lifoSlot = Atomic<UInt>(0)
+        /// Monitor only: `completed` at its last look.
+        @exclusivity(unchecked) var completedAtLastLook: UInt64 = 0
         /// Owner only: woken to look for work, and not found any yet.
         var isSearching = false
         /// Set by the waker, under the pool's lock, when it takes this worker off the idle list.
@@ -88,6 +97,28 @@ final class ThreadPool {
             self.isExtra = isExtra
             self.pool = pool
             random = 0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1)
+        }
+
+        deinit {
+            _ = takeLifoJob()
+        }
+
+        /// Whether the LIFO slot holds a job.
+        var hasLifoJob: Bool { lifoSlot.load(ordering: .relaxed) != 0 }
+
+        /// Takes the LIFO slot's job, if any.
+        @inline(__always)
+        func takeLifoJob() -> Job? {
+            guard hasLifoJob else { return nil }
+            let word = lifoSlot.exchange(0, ordering: .acquiring)
+            return word == 0 ? nil : Job(takingRetainedWord: word)
+        }
+
+        /// Puts `job` in the LIFO slot; returns the job it held.
+        @inline(__always)
+        func putLifoJob(_ job: consuming Job) -> Job? {
+            let word = lifoSlot.exchange(job.movedIntoWord(), ordering: .acquiringAndReleasing)
+            return word == 0 ? nil : Job(takingRetainedWord: word)
         }
 
         /// The next pseudo-random number (xorshift64).
@@ -145,14 +176,10 @@ final class ThreadPool {
     /// Queues `job`: into the calling worker's LIFO slot, or, from any other thread, the global queue.
     func enqueue(_ job: consuming Job) {
         guard let worker = currentWorker else { return inject(job) }
-        // Moved in and out of the slot, not copied: a copy costs a retain and a release.
-        if let previous = worker.lifoSlot.take() {
-            worker.lifoSlot = consume job
+        if let previous = worker.putLifoJob(job) {
             pushLocal(previous, on: worker)
             // The worker's queue has stealable work now.
             notify()
-        } else {
-            worker.lifoSlot = consume job
         }
     }
 
@@ -167,16 +194,17 @@ final class ThreadPool {
 
     /// Queues `job` behind the work already waiting, as `Future.yield()` asks: from a worker of this
     /// pool, on the global queue, which the worker reaches once its own queue is empty or at its
-    /// next look at the global queue (every `globalQueueInterval` jobs), and without waking another
-    /// worker, as the caller is about to look for work itself; from any other thread, as `enqueue`.
-    /// A worker with nothing queued, here or in the global queue, keeps the job in its LIFO slot:
-    /// there is nothing for it to wait behind, and a yield in a loop then takes no lock.
+    /// next look at the global queue (every `globalQueueInterval` jobs); from any other thread, as
+    /// `enqueue`. It wakes another worker only when the caller has work of its own to do first (a
+    /// LIFO job, or a queue): otherwise the caller is about to look for work itself. A worker with
+    /// nothing queued, here or in the global queue, keeps the job in its LIFO slot: there is nothing
+    /// for it to wait behind, and a yield in a loop then takes no lock.
     func enqueueBehind(_ job: consuming Job) {
         guard let worker = currentWorker else { return inject(job) }
-        if worker.lifoSlot == nil, nothingQueued(for: worker) {
-            worker.lifoSlot = consume job
+        if !worker.hasLifoJob, nothingQueued(for: worker) {
+            _ = worker.putLifoJob(job)
         } else {
-            inject(job, wakingAWorker: false)
+            inject(job, wakingAWorker: worker.hasLifoJob || worker.queue.count > 0, countsAsInjection: false)
         }
     }
 
@@ -227,12 +255,15 @@ final class ThreadPool {
         if let overflow = worker.queue.pushOldest(job) { inject(overflow) }
     }
 
-    /// Queues jobs on the global queue and wakes a worker.
-    private func inject(_ jobs: some Collection<Job>) {
+    /// Queues jobs on the global queue and wakes a worker. `countsAsInjection`: the jobs come from
+    /// outside the pool or overflow a worker's queue, what the `injections` statistic counts,
+    /// rather than being a worker's own work passed on (a yield, a LIFO job whose streak is over,
+    /// a retiring worker's queue).
+    private func inject(_ jobs: some Collection<Job>, countsAsInjection: Bool = true) {
         if !started.load(ordering: .acquiring) { startIfNeeded() }
         global.withLock { queue in
             for job in jobs { queue.push(job) }
-            countInjected(jobs.count, into: queue)
+            publishCount(of: queue, injected: countsAsInjection ? jobs.count : 0)
         }
         notify()
     }
@@ -240,23 +271,26 @@ final class ThreadPool {
     /// Queues one job on the global queue and, unless told not to, wakes a worker. The job moves
     /// into the queue: the path of every `Future.run` from outside the pool, where a copy cost a
     /// retain and a release.
-    private func inject(_ job: consuming Job, wakingAWorker: Bool = true) {
+    private func inject(_ job: consuming Job, wakingAWorker: Bool = true, countsAsInjection: Bool = true) {
         if !started.load(ordering: .acquiring) { startIfNeeded() }
         var job = Optional(job)
         global.withLock { queue in
             queue.push(job.take().unsafelyUnwrapped)
-            countInjected(1, into: queue)
+            publishCount(of: queue, injected: countsAsInjection ? 1 : 0)
         }
         if wakingAWorker { notify() }
     }
 
-    /// Publishes the global queue's new length and counts the injection; called under its lock.
+    /// Publishes the global queue's new length and counts `injected` injections; called under its
+    /// lock.
     @inline(__always)
-    private func countInjected(_ added: Int, into queue: JobQueue) {
+    private func publishCount(of queue: JobQueue, injected: Int) {
         // Writers hold the lock, so plain stores keep the counts exact.
         globalCount.store(queue.count, ordering: .releasing)
-        activity.injections.store(
-            activity.injections.load(ordering: .relaxed) &+ UInt64(added), ordering: .relaxed)
+        if injected > 0 {
+            activity.injections.store(
+                activity.injections.load(ordering: .relaxed) &+ UInt64(injected), ordering: .relaxed)
+        }
     }
 
     /// Takes one job from the global queue and, for `worker`, a fair share more into its own
@@ -339,6 +373,9 @@ final class ThreadPool {
             worker.state = ThreadState.current
             worker.state.worker = worker
             worker.pool.runWorker(worker)
+            // Retired: the worker and its thread's state refer to each other; let both go.
+            worker.state.worker = nil
+            worker.state = nil
         }
         pthread_detach(thread)
     }
@@ -350,8 +387,13 @@ final class ThreadPool {
             if let job = nextJob(for: worker, tick: &tick, lifoStreak: &lifoStreak) {
                 if worker.isSearching {
                     worker.isSearching = false
-                    // The last searcher found work: if more is waiting, wake the next one.
-                    if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 && hasStealableWork() { notify() }
+                    // The last searcher found work: if more is waiting, wake the next one. The fence
+                    // pairs with `notify`'s, as in `parkIdle`: either a queuer sees no searcher left
+                    // and wakes a worker itself, or this sees what it queued.
+                    if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 {
+                        atomicMemoryFence(ordering: .sequentiallyConsistent)
+                        if hasStealableWork() { notify() }
+                    }
                 }
                 job.run()
                 worker.completed.store(worker.completed.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
@@ -379,13 +421,16 @@ final class ThreadPool {
             // queue's first, else the bottom of this queue, and the other way round. A worker that
             // keeps pushing would otherwise leave its bottom to thieves, and one whose LIFO jobs
             // keep ending their streaks would keep the global queue from ever emptying.
+            // With neither, a steal: a worker whose own jobs never run out (a yield loop keeps its
+            // job in its LIFO slot while nothing is queued here or globally) would otherwise never
+            // look at the others' queues.
             let job =
                 (tick / Self.globalQueueInterval) % 2 == 0
                 ? worker.queue.popOldest() ?? popGlobal(into: worker)
                 : popGlobal(into: worker) ?? worker.queue.popOldest()
-            if let job { return job }
+            if let job = job ?? steal(for: worker) { return job }
         }
-        if let job = worker.lifoSlot.take() {
+        if let job = worker.takeLifoJob() {
             // The streak goes on while no job waits, here or in the global queue, behind it.
             if lifoStreak < Self.maxLifoStreak || nothingQueued(for: worker) {
                 lifoStreak = min(lifoStreak + 1, Self.maxLifoStreak)
@@ -393,7 +438,7 @@ final class ThreadPool {
             }
             // The streak is over: the LIFO job waits its turn behind the queued work. On the global
             // queue, not under the bottom of this one, whose older jobs would then wait for it.
-            inject(job, wakingAWorker: false)
+            inject(job, wakingAWorker: false, countsAsInjection: false)
         }
         lifoStreak = 0
         if let job = worker.queue.pop() ?? popGlobal(into: worker) { return job }
@@ -459,7 +504,7 @@ final class ThreadPool {
             // Nothing of this worker's may be stranded: its queue goes to the global queue.
             var leftover: [Job] = []
             while let job = worker.queue.popOldest() { leftover.append(job) }
-            if !leftover.isEmpty { inject(leftover) }
+            if !leftover.isEmpty { inject(leftover, countsAsInjection: false) }
             // Its copy of the list holds the worker itself.
             worker.victims = []
             activity.retirements.add(1, ordering: .relaxed)
@@ -486,7 +531,7 @@ final class ThreadPool {
     /// Called by a worker about to block in `wait()`: hands over its LIFO job and, if fewer than
     /// the target of unblocked workers would remain, starts an extra worker at once.
     func workerWillBlock() {
-        if let worker = currentWorker, let job = worker.lifoSlot.take() {
+        if let worker = currentWorker, let job = worker.takeLifoJob() {
             // First in line for the worker that steals from this one while it blocks.
             pushLocalOldest(job, on: worker)
         }
@@ -503,17 +548,26 @@ final class ThreadPool {
         control.withLock { $0.blocked -= 1 }
     }
 
-    /// Every `starvationPeriodNanoseconds`: if work is queued and no worker finished a job since the
-    /// last look, every worker is stuck in a long job; add one.
+    /// Every `starvationPeriodNanoseconds`: a worker that finished no job since the last look and
+    /// holds a LIFO job, which no other worker can take, gives it up to the global queue; then, if
+    /// work is queued and no worker at all finished a job, every worker is stuck in a long job: add
+    /// one.
     private func runMonitor() {
         var lastCompleted: UInt64 = 0
         while true {
             monitorParker.park(timeoutNanoseconds: Self.starvationPeriodNanoseconds)
-            let (completed, canGrow) = control.withLock { control in
-                (
-                    control.workers.reduce(0) { $0 &+ $1.completed.load(ordering: .relaxed) },
-                    control.workers.count < targetWorkerCount + Self.maxExtraWorkers
-                )
+            let (workers, canGrow) = control.withLock { control in
+                (control.workers, control.workers.count < targetWorkerCount + Self.maxExtraWorkers)
+            }
+            var completed: UInt64 = 0
+            for worker in workers {
+                let done = worker.completed.load(ordering: .relaxed)
+                completed &+= done
+                if done == worker.completedAtLastLook, let job = worker.takeLifoJob() {
+                    activity.lifoJobsRescued.add(1, ordering: .relaxed)
+                    inject(job, countsAsInjection: false)
+                }
+                worker.completedAtLastLook = done
             }
             if completed == lastCompleted && canGrow && hasStealableWork() {
                 activity.starvationWorkersAdded.add(1, ordering: .relaxed)
@@ -534,6 +588,8 @@ final class ThreadPool {
         let retirements = Atomic<UInt64>(0)
         let extraWorkersStarted = Atomic<UInt64>(0)
         let starvationWorkersAdded = Atomic<UInt64>(0)
+        /// LIFO jobs the monitor took from stuck workers.
+        let lifoJobsRescued = Atomic<UInt64>(0)
     }
 
     /// A snapshot of the pool's threads.
@@ -555,7 +611,8 @@ final class ThreadPool {
             injections: activity.injections.load(ordering: .relaxed),
             retirements: activity.retirements.load(ordering: .relaxed),
             extraWorkersStarted: activity.extraWorkersStarted.load(ordering: .relaxed),
-            starvationWorkersAdded: activity.starvationWorkersAdded.load(ordering: .relaxed))
+            starvationWorkersAdded: activity.starvationWorkersAdded.load(ordering: .relaxed),
+            lifoJobsRescued: activity.lifoJobsRescued.load(ordering: .relaxed))
     }
 
     /// Whether the monitor thread runs (it starts with the workers).
