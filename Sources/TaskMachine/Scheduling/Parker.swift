@@ -41,6 +41,8 @@ final class Parker {
     ///   trip kept its gain without them.
     @discardableResult
     func park(timeoutNanoseconds: Int64 = -1, yielding: Bool = true) -> Bool {
+        // From the call, not from the end of the spin, which on a busy machine can take a while.
+        let deadline = timeoutNanoseconds < 0 ? Int64.max : tm_monotonic_nanoseconds() &+ timeoutNanoseconds
         for iteration in 0..<Parker.spinIterations {
             if tm_atomic_compare_exchange_u32(word, Parker.notified, Parker.empty) != 0 { return true }
             if yielding && iteration % Parker.pausesPerYield == Parker.pausesPerYield - 1 {
@@ -54,7 +56,6 @@ final class Parker {
             _ = tm_atomic_exchange_u32(word, Parker.empty)
             return true
         }
-        let deadline = timeoutNanoseconds < 0 ? Int64.max : tm_monotonic_nanoseconds() &+ timeoutNanoseconds
         while true {
             let remaining = timeoutNanoseconds < 0 ? -1 : max(0, deadline - tm_monotonic_nanoseconds())
             _ = tm_futex_wait(word, Parker.parked, remaining)

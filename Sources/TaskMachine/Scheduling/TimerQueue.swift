@@ -55,9 +55,10 @@ struct TimerQueueState {
     var wheel = TimingWheel()
     var threadStarted = false
     var stopping = false
-    /// The tick the timer thread sleeps towards: `.max` when it sleeps with no timers, 0 while it
-    /// is awake and will look at the wheel before sleeping again. Only a timer due earlier needs
-    /// to wake it, and the first such timer lowers it, so a burst of timers wakes it once.
+    /// The tick the timer thread sleeps towards, set at the end of each of its passes over the
+    /// wheel: `.max` when there are no timers, 0 before its first pass. Only a timer due earlier
+    /// needs to wake it, and the first such timer lowers it, so a burst of timers wakes it once;
+    /// a wake-up that comes while the thread is still awake makes its next sleep return at once.
     var sleepingUntil: UInt64 = 0
 
     enum ScheduleAction {
