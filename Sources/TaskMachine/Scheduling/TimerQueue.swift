@@ -165,7 +165,9 @@ final class TimerQueue {
 
     /// Unlinks a timer that was just cancelled (claimed), if the timer thread has not taken it.
     func remove(_ node: TimerNode) {
-        if state.withLock({ $0.wheel.remove(node) }) {
+        // An emptied slot's large array is freed here, after the lock.
+        var spent: [TimerNode] = []
+        if state.withLock({ $0.wheel.remove(node, spent: &spent) }) {
             node.release()
         }
     }

@@ -65,8 +65,16 @@ struct TimingWheel {
 
     /// Unlinks `node` if it is in the wheel; returns whether it was.
     mutating func remove(_ node: TimerNode) -> Bool {
+        var spent: [TimerNode] = []
+        return remove(node, spent: &spent)
+    }
+
+    /// Unlinks `node` if it is in the wheel; returns whether it was. A large array the removal
+    /// empties goes to `spent`, for the caller to free once it has let go of its lock, as in
+    /// `advance`.
+    mutating func remove(_ node: TimerNode, spent: inout [TimerNode]) -> Bool {
         guard contains(node) else { return false }
-        unlink(node)
+        unlink(node, spent: &spent)
         count -= 1
         return true
     }
@@ -134,7 +142,7 @@ struct TimingWheel {
         }
     }
 
-    private mutating func unlink(_ node: TimerNode) {
+    private mutating func unlink(_ node: TimerNode, spent: inout [TimerNode]) {
         let place = Int(node.place)
         let index = Int(node.index)
         assert(slots[place][index] == node, "a timer's place and index find it")
@@ -145,7 +153,7 @@ struct TimingWheel {
         }
         node.place = TimingWheel.nowhere
         if slots[place].isEmpty {
-            if slots[place].capacity > TimingWheel.keptCapacity { slots[place] = [] }
+            if slots[place].capacity > TimingWheel.keptCapacity { swap(&spent, &slots[place]) }
             markEmpty(place)
         }
     }
