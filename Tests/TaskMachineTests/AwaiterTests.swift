@@ -110,6 +110,19 @@ struct AwaitLatch: AsyncStateMachine {
         #expect(try await shared.value == 5)
     }
 
+    @Test func cancelledSwiftAwaitsDoNotPileUpOnAFutureThatNeverCompletes() async throws {
+        // Each cancelled await takes its resumer back. (Counting the waiting continuations moves
+        // a future's only one from its slot into its list, where it can be taken back.)
+        let never = Promise<Int>().future
+        for _ in 1...50 {
+            let waiter = Task { try await never.value }
+            while never.pendingContinuations.isEmpty { await Task.yield() }
+            waiter.cancel()
+            _ = try? await waiter.value
+        }
+        #expect(never.pendingContinuations.count <= 1)
+    }
+
     @Test func aSwiftTaskCancelledBeforeItAwaitsThrowsAtOnce() async throws {
         let shared = Promise<Int>().future
         let waiter = Task {

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Testing
 
@@ -33,6 +34,49 @@ struct ResumeWhere: AsyncStateMachine {
 }
 
 @Suite struct ContextTests {
+    @Test func workComingBackToAnAsyncContextAfterRunReturnedRunsOnThePool() throws {
+        let promise = Promise<Void>()
+        var resumed: Future<RuntimeThread>?
+        try AsyncContext.run { () -> Void in
+            // Started, not waited for: it resumes after `run` has returned.
+            resumed = ResumeWhere.start(awaiting: promise.future, continueOnCapturedContext: true)
+        }
+        try promise.succeed()
+        #expect(try resumed!.wait(timeout: .seconds(10)).role == .poolWorker)
+    }
+
+    @Test func aSecondShutdownReturnsOnlyOnceTheThreadHasExited() throws {
+        let ui = SingleThreadContext(name: "ui-twice")
+        let ran = Flag()
+        ui.post {
+            usleep(200_000)
+            ran.set()
+        }
+        let first = Future.run { try ui.shutdown() }
+        while !ui.isShuttingDown { usleep(1000) }
+        try ui.shutdown()
+        #expect(ran.isSet)
+        try first.wait(timeout: .seconds(10))
+    }
+
+    @Test func aWaitOnAContextForAMethodThatYieldedOnItIsDiagnosed() throws {
+        let ui = SingleThreadContext(name: "ui-yield")
+        defer { try? ui.shutdown() }
+        #expect(try deadlockChain(waitingOn: ui) { YieldOnce.start() } == ["YieldOnce", "Future.yield()"])
+    }
+
+    @Test func aContextsRunFailsWhenItsBodyThrowsACancellation() throws {
+        // No token, as with `Future.run` given none: nothing could have cancelled it.
+        let ui = SingleThreadContext(name: "ui-cancel")
+        defer { try? ui.shutdown() }
+        let other = CancellationTokenSource()
+        other.cancel()
+        let token = other.token
+        let ran = ui.run { () throws -> Int in throw OperationCancelledError(token: token) }
+        _ = try? ran.wait(timeout: .seconds(10))
+        #expect(ran.status == .failed)
+    }
+
     @Test func anAwaitOnASingleThreadContextResumesOnItsThread() throws {
         let ui = SingleThreadContext(name: "ui-test")
         defer { try? ui.shutdown() }
@@ -118,5 +162,44 @@ struct ResumeWhere: AsyncStateMachine {
     @Test func forceYieldingSuspendsEvenOnACompletedFuture() throws {
         let awaiter = try Future.completed.configureAwait(options: [.forceYielding]).getAwaiter()
         #expect(!awaiter.isCompleted)
+    }
+}
+
+/// What a `wait()` on `ui`'s own thread for the future `start` returns there ends in: the chain
+/// of its `DeadlockError`, nothing if it returned, or another error's description.
+func deadlockChain<Value: Sendable>(
+    waitingOn ui: SingleThreadContext, for start: @escaping @Sendable () -> Future<Value>
+) throws -> [String] {
+    let outcome = ui.run { () -> [String] in
+        do {
+            _ = try start().wait(timeout: .seconds(10))
+            return []
+        } catch let error as DeadlockError {
+            return error.chain
+        } catch {
+            return ["\(error)"]
+        }
+    }
+    return try outcome.wait(timeout: .seconds(20))
+}
+
+/// `async Future<Int> YieldOnce() { await Future.yield(); return 1 }`.
+struct YieldOnce: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+
+    mutating func moveNext() {
+        if state == 0 {
+            state = 1
+            awaitUnsafeOnCompleted(Future.yield().getAwaiter())
+            return
+        }
+        builder.setResult(1)
+    }
+
+    static func start() -> Future<Int> {
+        var machine = YieldOnce()
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
     }
 }

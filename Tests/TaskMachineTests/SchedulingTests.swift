@@ -339,24 +339,99 @@ import Testing
         #expect(negative === source.future)  // completed already: returned as it is
     }
 
-    @Test func waitingOnAFutureThatNeverCompletesKeepsNothingAliveOnceDropped() {
-        // Nothing refers back to what it waits on: dropping the future, the output and the source
-        // frees them, though the future never completes and the source is never cancelled.
-        weak var weakSource: CancellationTokenSource?
-        weak var weakOutput: Future<Int>?
-        weak var weakWaited: Future<Int>?
+    @Test func waitingKeepsNoTokenSourceAliveAndLetsGoOfItsSourceWhenCancelled() {
+        // The callback on the token holds the wait, not the other way round: a token source the
+        // caller drops is freed while the wait goes on.
+        weak var weakTokenSource: CancellationTokenSource?
+        let pending = Promise<Int>()
         do {
-            let promise = Promise<Int>()
-            let source = CancellationTokenSource()
-            let output = promise.future.waiting(cancellation: source.token)
-            weakSource = source
-            weakOutput = output
-            weakWaited = promise.future
+            let tokenSource = CancellationTokenSource()
+            weakTokenSource = tokenSource
+            let output = pending.future.waiting(cancellation: tokenSource.token)
             #expect(output.status == .pending)
+        }
+        #expect(weakTokenSource == nil)
+        // Once cancelled, the wait holds nothing of a source that never completes.
+        weak var weakWaited: Future<Int>?
+        weak var weakOutput: Future<Int>?
+        let tokenSource = CancellationTokenSource()
+        do {
+            let never = Promise<Int>()
+            let output = never.future.waiting(cancellation: tokenSource.token)
+            weakWaited = never.future
+            weakOutput = output
+            tokenSource.cancel()
+            #expect(output.status == .cancelled)
         }
         #expect(weakWaited == nil)
         #expect(weakOutput == nil)
-        #expect(weakSource == nil)
+    }
+
+    @Test func waitingForwardsACompletionRunQueuedAfterItsSourceWasDropped() throws {
+        // The forwarder is queued (it is not the source's first continuation, or the source runs
+        // its continuations asynchronously), and the caller drops the source before it runs.
+        for asynchronous in [false, true] {
+            let tokenSource = CancellationTokenSource()
+            var promise: Promise<Int>? = Promise<Int>(runContinuationsAsynchronously: asynchronous)
+            promise!.future.onCompletion(.item(ClosureWorkItem {}))
+            let output = promise!.future.waiting(cancellation: tokenSource.token)
+            promise!.trySucceed(5)
+            promise = nil
+            #expect(try output.wait(timeout: .seconds(10)) == 5)
+        }
+    }
+
+    @Test func waitingIsCancelledThoughNothingElseHoldsItsSource() {
+        let tokenSource = CancellationTokenSource()
+        let output = Promise<Int>().future.waiting(cancellation: tokenSource.token)  // the promise is dropped
+        tokenSource.cancel()
+        #expect(output.status == .cancelled)
+        #expect(output.cancellationToken == tokenSource.token)
+    }
+
+    @Test func whenAnyLetsGoOfTheInputsThatLost() throws {
+        // Once an input wins, the others hold nothing of the call: a loser that never completes
+        // neither keeps the result alive nor piles up entries, raced again and again.
+        let never = Promise<Int>()
+        weak var weakOutput: Future<Future<Int>>?
+        weak var weakWinner: Future<Int>?
+        do {
+            let winner = Promise<Int>()
+            let any = Future.whenAny([never.future, winner.future])
+            try winner.succeed(2)
+            #expect(try any.wait(timeout: .seconds(10)) === winner.future)
+            weakOutput = any
+            weakWinner = winner.future
+        }
+        #expect(weakOutput == nil)
+        #expect(weakWinner == nil)
+        for round in 0..<100 {
+            let other = Promise<Int>()
+            let any = Future.whenAny([never.future, other.future])
+            try other.succeed(round)
+            _ = try any.wait(timeout: .seconds(10))
+        }
+        #expect(never.future.pendingContinuations.count <= 1)
+        weak var weakLoser: Future<Int>?
+        do {
+            let loser = Promise<Int>()
+            weakLoser = loser.future
+            _ = try Future.whenAny([loser.future, .succeeded(1)]).getResult()
+            _ = try Future.whenAny([loser.future, Future.run { 1 }]).wait(timeout: .seconds(10))
+        }
+        #expect(weakLoser == nil)
+    }
+
+    @Test func runWithNoTokenFailsWhenItsBodyThrowsACancellation() {
+        let future = Future.run { () throws -> Int in throw OperationCancelledError(token: .none) }
+        #expect(throws: OperationCancelledError.self) { try future.wait(timeout: .seconds(10)) }
+        #expect(future.status == .failed)
+        let source = CancellationTokenSource()
+        let own = Future.run(cancellation: source.token) { () throws -> Int in
+            throw OperationCancelledError(token: source.token)
+        }
+        _ = try? own.wait(timeout: .seconds(10))
+        #expect(own.status == .cancelled)
     }
 
     @Test func aNegativeWaitingTimeoutIsAClearError() {

@@ -158,6 +158,42 @@ struct CachedLookup: AsyncStateMachine {
         let second = SourceAwait.start(source.makeValueFuture())
         #expect(throws: ValueFutureSourceError.continuationAlreadyRegistered) { try second.getResult() }
     }
+
+    @Test func aResetBeforeCompletionResumesTheWaitingMethodWithAStaleTokenError() throws {
+        let core = ValueFutureSourceCore<Int>()
+        let method = SourceAwait.start(core.makeValueFuture())
+        core.reset()  // misuse: the operation never completed, and its reader is suspended
+        #expect(throws: ValueFutureSourceError.self) { try method.wait(timeout: .seconds(10)) }
+    }
+
+    @Test func registeringOnAnInlineValueResumesOnTheCapturedContext() throws {
+        let resumedOn = try AsyncContext.run { WhereResumed.start(ValueFuture(1).getAwaiter()) }
+        #expect(resumedOn == "the context")
+    }
+
+    @Test func blockingAContextOnAMethodAwaitingASourceIsDiagnosed() throws {
+        let ui = SingleThreadContext(name: "ui-source")
+        defer { try? ui.shutdown() }
+        let core = ValueFutureSourceCore<Int>()
+        let chain = try deadlockChain(waitingOn: ui) { SourceAwait.start(core.makeValueFuture()) }
+        #expect(chain == ["SourceAwait", "a value-future source"])
+        try core.succeed(1)
+    }
+
+    @Test func aFireAndForgetMethodWhoseAwaitIsRefusedEndsAndReportsToItsContext() throws {
+        // The refusal ends the method through its builder: the context hears of the error and of
+        // the end, so `AsyncContext.run` returns, throwing it.
+        let outcome = Promise<String>()
+        _ = spawnThread(name: "refused", role: .other) {
+            do {
+                try AsyncContext.run { RefusedFireAndForget.start() }
+                outcome.trySucceed("no error")
+            } catch {
+                outcome.trySucceed("\(error)")
+            }
+        }
+        #expect(try outcome.future.wait(timeout: .seconds(10)) == "\(RefusingAwaiter.Refused())")
+    }
 }
 
 /// Awaits a value future once.
@@ -183,6 +219,66 @@ struct SourceAwait: AsyncStateMachine {
 
     static func start(_ future: consuming ValueFuture<Int>) -> Future<Int> {
         var machine = SourceAwait(awaiter: future.getAwaiter())
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
+
+/// An awaiter that refuses every continuation.
+struct RefusingAwaiter: Awaiter {
+    struct Refused: Error {}
+    var isCompleted: Bool { false }
+    func onCompleted(_ continuation: @escaping @Sendable () -> Void) throws { throw Refused() }
+    func getResult() throws {}
+}
+
+/// `async void M() { await RefusingAwaiter() }`.
+struct RefusedFireAndForget: AsyncStateMachine {
+    var builder = FireAndForgetMethodBuilder()
+    var state = 0
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                awaitUnsafeOnCompleted(RefusingAwaiter())
+                return
+            }
+            try RefusingAwaiter().getResult()
+            builder.setResult()
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start() {
+        var machine = RefusedFireAndForget()
+        FireAndForgetMethodBuilder.start(&machine)
+    }
+}
+
+/// Awaits `awaiter` through the builder even when it is complete, then says where it resumed.
+struct WhereResumed<A: Awaiter & Sendable>: AsyncStateMachine where A.Result == Int {
+    var builder = FutureMethodBuilder<String>()
+    var state = 0
+    let awaiter: A
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                awaitUnsafeOnCompleted(awaiter)
+                return
+            }
+            _ = try awaiter.getResult()
+            builder.setResult(SynchronizationContext.current is AsyncContext ? "the context" : "elsewhere")
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ awaiter: A) -> Future<String> {
+        var machine = WhereResumed(awaiter: awaiter)
         FutureMethodBuilder.start(&machine)
         return machine.builder.future
     }

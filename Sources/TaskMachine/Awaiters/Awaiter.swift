@@ -81,6 +81,14 @@ protocol JobRegisteringAwaiter {
     func register(box: AnyFuture) throws
     /// Registers a work item that must run, wherever, when the operation completes.
     func register(item: WorkItem) throws
+    /// Takes back `item`, registered by `register(item:)`, if it has not run: for a Swift task that
+    /// stopped waiting when it was cancelled. Does nothing where it cannot.
+    func withdraw(item: WorkItem)
+}
+
+extension JobRegisteringAwaiter {
+    @usableFromInline
+    func withdraw(item: WorkItem) {}
 }
 
 extension JobRegisteringAwaiter {
@@ -104,7 +112,7 @@ extension AnyFuture {
         assert(box.resumeContext == nil, "a box registers with a context left from an earlier await")
         if continueOnCapturedContext, let context = SynchronizationContext.current {
             box.resumeContext = context
-            context.trackSuspended(box, awaiting: self)
+            context.trackSuspended(box, awaiting: .future(self))
         }
         onCompletion(.future(box))
     }
@@ -119,8 +127,26 @@ extension AnyFuture {
     final func captureResumeContext(_ continueOnCapturedContext: Bool) {
         assert(resumeContext == nil, "a box registers with a context left from an earlier await")
         if continueOnCapturedContext, let context = SynchronizationContext.current {
-            resumeContext = context
+            resume(on: context, awaiting: "a value-future source")
         }
+    }
+
+    /// Makes `context` the one this box resumes on, and tells its loop, as `registerAwait` does,
+    /// so that a `wait()` on its thread that this box would have to resume for is diagnosed
+    /// rather than hung. Out of line: most awaits capture no context.
+    @inline(never)
+    final func resume(on context: SynchronizationContext, awaiting awaited: StaticString) {
+        resumeContext = context
+        context.trackSuspended(self, awaiting: .other(awaited))
+    }
+
+    /// Forgets the context `captureResumeContext` captured, for a box whose registration was
+    /// refused: it will not resume there.
+    @usableFromInline
+    final func releaseResumeContext() {
+        guard let context = resumeContext else { return }
+        context.untrackSuspended(self)
+        resumeContext = nil
     }
 
     /// Registers `continuation` to run when this future completes, capturing the context as configured.

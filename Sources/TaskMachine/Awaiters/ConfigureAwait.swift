@@ -86,4 +86,9 @@ public struct ConfiguredFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringA
     func register(item: WorkItem) {
         future.onCompletion(.item(item))
     }
+
+    @usableFromInline
+    func withdraw(item: WorkItem) {
+        future.removeContinuation(item)
+    }
 }

@@ -43,6 +43,11 @@ public struct FutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaiter, Se
     func register(item: WorkItem) {
         future.onCompletion(.item(item))
     }
+
+    @usableFromInline
+    func withdraw(item: WorkItem) {
+        future.removeContinuation(item)
+    }
 }
 
 extension Future: Awaitable {

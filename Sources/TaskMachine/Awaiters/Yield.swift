@@ -28,7 +28,8 @@ public struct YieldAwaiter: Awaiter, JobRegisteringAwaiter, Sendable {
 
     @usableFromInline
     func register(box: AnyFuture) {
-        box.resumeContext = SynchronizationContext.current
+        assert(box.resumeContext == nil, "a box registers with a context left from an earlier await")
+        if let context = SynchronizationContext.current { box.resume(on: context, awaiting: "Future.yield()") }
         Continuations.enqueue(.future(box), behindQueuedWork: true)
     }
 

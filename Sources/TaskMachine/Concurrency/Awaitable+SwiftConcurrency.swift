@@ -61,6 +61,17 @@ extension Awaiter {
     @usableFromInline
     func suspendUntilCompleted() async throws {
         let resumer = SwiftTaskResumer()
+        do {
+            try await suspend(until: resumer)
+        } catch let error as CancellationError {
+            // Stopped waiting: take the resumer back, so that a future that never completes does
+            // not gather one per cancelled await.
+            (self as? any JobRegisteringAwaiter)?.withdraw(item: resumer)
+            throw error
+        }
+    }
+
+    private func suspend(until resumer: SwiftTaskResumer) async throws {
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 guard resumer.install(continuation) else { return }

@@ -12,7 +12,9 @@ import Synchronization
 /// ```
 ///
 /// An error from a fire-and-forget method started inside is rethrown by `run` once all work is
-/// done.
+/// done. Work that comes back to the context after `run` has returned (an await the body started
+/// but did not wait for) runs on the pool instead, as it does for a shut-down
+/// ``SingleThreadContext``.
 public final class AsyncContext: SynchronizationContext {
     private let outstanding = Atomic<Int>(0)
     private let errors = Locked<[any Error]>([])
@@ -24,7 +26,7 @@ public final class AsyncContext: SynchronizationContext {
     public override var name: String { "AsyncContext" }
 
     public override func post(_ work: @escaping @Sendable () -> Void) {
-        loop!.push(.item(ClosureWorkItem(work)))
+        enqueue(.item(ClosureWorkItem(work)))
     }
 
     public override func operationStarted() {
@@ -82,6 +84,8 @@ public final class AsyncContext: SynchronizationContext {
         var bodyError: (any Error)?
         do { bodyResult = try body() } catch { bodyError = error }
         loop!.pump(until: { outstanding.load(ordering: .acquiring) == 0 })
+        // Nobody pumps the loop from here: what comes back later goes to the pool.
+        for job in loop!.close() { ThreadPool.shared.enqueue(job) }
         if let first = errors.withLock({ $0.first }) { throw first }
         if let bodyError { throw bodyError }
         return bodyResult

@@ -5,7 +5,7 @@ import Synchronization
 final class ContextLoop {
     private struct State {
         var queue = JobQueue(capacity: 64)
-        var suspended: [ObjectIdentifier: (box: AnyFuture, awaiting: AnyFuture)] = [:]
+        var suspended: [ObjectIdentifier: (box: AnyFuture, awaiting: SuspendedOn)] = [:]
         var stopping = false
         /// The pump returned for good after `stop()`: nothing queued from now on would run.
         var exited = false
@@ -75,13 +75,24 @@ final class ContextLoop {
         }
     }
 
+    /// Stops the loop for good at once, for a pump that has returned: later pushes are refused,
+    /// and what was queued meanwhile is handed back.
+    func close() -> [Job] {
+        state.withLock { state in
+            state.exited = true
+            var jobs: [Job] = []
+            while let job = state.queue.pop() { jobs.append(job) }
+            return jobs
+        }
+    }
+
     /// Makes `pump` return once the queue is empty.
     func stop() {
         state.withLock { $0.stopping = true }
         wake()
     }
 
-    func trackSuspended(_ box: AnyFuture, awaiting future: AnyFuture) {
+    func trackSuspended(_ box: AnyFuture, awaiting future: SuspendedOn) {
         state.withLock { $0.suspended[ObjectIdentifier(box)] = (box, future) }
     }
 
@@ -90,10 +101,24 @@ final class ContextLoop {
     }
 
     /// The state machines that will resume on this loop, with what each awaits.
-    var suspendedBoxes: [(box: AnyFuture, awaiting: AnyFuture)] {
+    var suspendedBoxes: [(box: AnyFuture, awaiting: SuspendedOn)] {
         state.withLock { Array($0.suspended.values) }
     }
 }
 
 // State is under the mutexes.
 extension ContextLoop: @unchecked Sendable {}
+
+/// What a suspended state machine awaits, for the chain a `DeadlockError` names.
+enum SuspendedOn {
+    case future(AnyFuture)
+    /// Something that is not a future: a value-future source, a yield.
+    case other(StaticString)
+
+    var name: String {
+        switch self {
+        case .future(let future): future.diagnosticName
+        case .other(let name): "\(name)"
+        }
+    }
+}

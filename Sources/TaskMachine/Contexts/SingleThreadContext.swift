@@ -20,6 +20,8 @@ public final class SingleThreadContext: SynchronizationContext {
     private let contextName: String
     private let outstanding = Atomic<Int>(0)
     private let thread = Locked<pthread_t?>(nil)
+    /// Completed once the thread has exited, for a `shutdown()` that finds another under way.
+    private let exited = Promise<Void>()
     private let unhandled: (@Sendable (any Error) -> Void)?
 
     /// Starts a context and its thread.
@@ -54,6 +56,9 @@ public final class SingleThreadContext: SynchronizationContext {
     /// Whether the calling thread is this context's thread.
     public var isCurrentThread: Bool { loop!.isOwnedByCurrentThread }
 
+    /// Whether `shutdown()` has been called (for tests).
+    var isShuttingDown: Bool { thread.withLock { $0 == nil } }
+
     /// Operations started and not yet completed (fire-and-forget methods that captured this context).
     public var outstandingOperations: Int { outstanding.load(ordering: .relaxed) }
 
@@ -82,8 +87,9 @@ public final class SingleThreadContext: SynchronizationContext {
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) -> Future<Value> {
         let promise = Promise<Value>()
         post {
+            // No token: a cancellation error fails it, as it fails a `Future.run` with none.
             do { promise.trySucceed(try body()) } catch {
-                _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+                _ = promise.future.tryFail([error])
             }
         }
         return promise.future
@@ -97,7 +103,7 @@ public final class SingleThreadContext: SynchronizationContext {
                 let inner = try body()
                 inner.onCompletion(.item(ClosureWorkItem { _ = promise.future.tryComplete(from: inner) }))
             } catch {
-                _ = promise.future.tryComplete(throwing: error, ownToken: nil)
+                _ = promise.future.tryFail([error])
             }
         }
         return promise.future
@@ -133,10 +139,15 @@ public final class SingleThreadContext: SynchronizationContext {
                 defer { state = nil }
                 return state
             })
-        else { return }
+        else {
+            // Another call is shutting it down, or has: return once the thread has exited.
+            try exited.future.wait()
+            return
+        }
         loop!.stop()
         pthread_join(handle, nil)
         RuntimeStatistics.contextThreadExited()
+        exited.trySucceed()
     }
 }
 

@@ -63,7 +63,7 @@ open class SynchronizationContext {
     }
 
     /// Records that `box` is suspended and will resume on this context, for the deadlock detector.
-    func trackSuspended(_ box: AnyFuture, awaiting future: AnyFuture) {
+    func trackSuspended(_ box: AnyFuture, awaiting future: SuspendedOn) {
         loop?.trackSuspended(box, awaiting: future)
     }
 

@@ -33,13 +33,13 @@ enum DeadlockDetector {
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState) -> DeadlockError? {
         guard let context = thread.ownedContext, let loop = context.loop else { return nil }
         // Name the deepest machine that must resume here: the longest chain tells the whole story.
-        var longest: [AnyFuture]?
+        var longest: [String]?
         for (box, awaited) in loop.suspendedBoxes {
             if let path = path(from: box, upTo: target), path.count + 1 > (longest?.count ?? 0) {
-                longest = path + [awaited]
+                longest = path.map(\.diagnosticName) + [awaited.name]
             }
         }
-        return longest.map { DeadlockError(contextName: context.name, chain: $0.map(\.diagnosticName)) }
+        return longest.map { DeadlockError(contextName: context.name, chain: $0) }
     }
 
     /// The awaits from `target` down to `start`, following continuations upward from `start`.

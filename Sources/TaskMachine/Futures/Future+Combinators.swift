@@ -45,18 +45,60 @@ final class WhenAllCounter<Value: Sendable>: WorkItem {
     }
 }
 
-/// One input of `whenAny`: the first to run completes the shared output with its own future.
-final class WhenAnyEntry<Value: Sendable>: WorkItem {
-    private let input: Future<Value>
-    let output: Future<Future<Value>>
+/// A `whenAny` call: the inputs and their entries until one input's entry runs, which completes
+/// the output with that input and takes the other entries back from the inputs that lost, so
+/// that racing a future that never completes, again and again, does not pile up entries on it or
+/// keep the outputs alive.
+final class WhenAnyRace<Value: Sendable>: Sendable {
+    private struct State {
+        var output: Future<Future<Value>>?
+        var inputs: [Future<Value>]
+        var entries: [WhenAnyEntry<Value>] = []
+    }
 
-    init(input: Future<Value>, output: Future<Future<Value>>) {
-        self.input = input
-        self.output = output
+    /// Emptied by the winner: an entry left on an input that lost (a future's one continuation
+    /// stays in its slot) then holds nothing.
+    private let state: Locked<State>
+
+    init(output: Future<Future<Value>>, inputs: [Future<Value>]) {
+        state = Locked(State(output: output, inputs: inputs))
+    }
+
+    /// Makes one entry per input, to register on it.
+    func makeEntries() -> [WhenAnyEntry<Value>] {
+        let entries = (0..<state.withLock { $0.inputs.count }).map { WhenAnyEntry(race: self, index: $0) }
+        state.withLock { $0.entries = entries }
+        return entries
+    }
+
+    /// Input `index` completed; the first call wins.
+    func complete(with index: Int) {
+        guard
+            let won = state.withLock({ state -> State? in
+                guard state.output != nil else { return nil }
+                defer { state = State(output: nil, inputs: []) }
+                return state
+            })
+        else { return }
+        _ = won.output?.trySucceed(won.inputs[index])
+        for (other, input) in won.inputs.enumerated() where other != index && other < won.entries.count {
+            input.removeContinuation(won.entries[other])
+        }
+    }
+}
+
+/// One input of `whenAny`: the first to run completes the shared output with its input.
+final class WhenAnyEntry<Value: Sendable>: WorkItem {
+    private let race: WhenAnyRace<Value>
+    private let index: Int
+
+    init(race: WhenAnyRace<Value>, index: Int) {
+        self.race = race
+        self.index = index
         super.init()
     }
 
-    override func run() { _ = output.trySucceed(input) }
+    override func run() { race.complete(with: index) }
 
     // No `dependentFuture`: the output needs any one input, not this one, so a blocked input does
     // not block it, and the deadlock detector must not follow it.
@@ -65,7 +107,8 @@ final class WhenAnyEntry<Value: Sendable>: WorkItem {
 extension Future {
     /// A future that completes when every one of `futures` has: with their values in order if all
     /// succeeded; failed, with every error of every failed input, if any failed; else cancelled if
-    /// any was cancelled. It always waits for all of them.
+    /// any was cancelled. It always waits for all of them, and holds them until then: an input
+    /// that never completes keeps the others and the result in memory, even once dropped.
     public static func whenAll(_ futures: [Future<Value>]) -> Future<[Value]> {
         guard !futures.isEmpty else { return .succeeded([]) }
         let output = Future<[Value]>(runsContinuationsAsynchronously: false)
@@ -84,6 +127,11 @@ extension Future {
 
     /// A future that completes with the first of `futures` to complete, however it completed.
     ///
+    /// "First" is the first whose continuations run: an input that queues them (a promise made
+    /// with `runContinuationsAsynchronously`, or one cancelled through a token, which never runs
+    /// continuations inside `cancel()`) can lose to one that completes a moment later and runs
+    /// them at once. Once one has won, the others no longer hold anything of this call.
+    ///
     /// - Returns: a future of that future; a failed one (``InvalidArgumentError``) for an empty list.
     public static func whenAny(_ futures: [Future<Value>]) -> Future<Future<Value>> {
         guard !futures.isEmpty else {
@@ -91,9 +139,17 @@ extension Future {
         }
         if let done = futures.first(where: \.isCompleted) { return .succeeded(done) }
         let output = Future<Future<Value>>(runsContinuationsAsynchronously: false)
-        for future in futures {
-            future.onCompletion(.item(WhenAnyEntry(input: future, output: output)))
+        let entries = WhenAnyRace(output: output, inputs: futures).makeEntries()
+        var registered = 0
+        for (future, entry) in zip(futures, entries) {
+            future.onCompletion(.item(entry))
+            registered += 1
             if output.isCompleted { break }
+        }
+        // An input that won while the others were being registered took back the entries there
+        // were then; take back any registered since.
+        if output.isCompleted {
+            for index in 0..<registered { futures[index].removeContinuation(entries[index]) }
         }
         return output
     }
@@ -120,51 +176,63 @@ extension Future where Value == Void {
 }
 
 /// The state of a `waiting(timeout:cancellation:)` call: whichever comes first completes the output.
+///
+/// Who holds whom: the source holds the forwarder, its continuation, which holds the race; the
+/// race holds the source until the race ends, so that a forwarder run queued, after every other
+/// owner of the source has let go of it, still finds its result. The callback registered on the
+/// token holds the race, so that the output can be cancelled while nothing else refers to the
+/// source; the timer queue holds a race with a timeout. Nothing here holds the token's source.
+/// A source that never completes, dropped while its race goes on (no timeout, and a token never
+/// cancelled), stays in memory with the race, as an input does with any combinator.
 final class WaitingRace<Value: Sendable>: TimerEntry {
     let output: Future<Value>
-    /// Weak: the source holds the forwarder, which holds the race; a strong reference back would
-    /// keep a source that never completes alive for ever.
-    private weak var source: Future<Value>?
     private let timeout: Duration
     /// Whether the race has a timer in the timer queue (only then may it cancel it).
     let hasTimer: Bool
-    /// The token the output is cancelled with. Kept here, not captured by the callback registered
-    /// on it: the token's source holds that callback, and a callback holding the token would keep
-    /// a source that is never cancelled alive for ever.
-    private var token = CancellationToken.none
-    private let hooks = Locked<Hooks>(Hooks())
+    private let hooks: Locked<Hooks>
 
     struct Hooks {
-        var registration: CancellationRegistration?
-        /// Weak: the forwarder, registered on the source, holds the race, which is what keeps the
-        /// race alive while it waits; a strong reference back would be a cycle that a source
-        /// that never completes would never break.
+        /// The source, until the race ends.
+        var source: Future<Value>?
+        /// The forwarder, to take back from the source if the race ends otherwise. Weak: the
+        /// source, or the queue running it, holds it.
         weak var forwarder: WorkItem?
+        /// The token's registration, its source held weakly: a strong reference would make a
+        /// cycle with the callback that source holds.
+        weak var tokenSource: CancellationTokenSource?
+        var registrationSlot: Int32 = 0
+        var registrationGeneration: UInt32 = 0
     }
 
     init(output: Future<Value>, source: Future<Value>, timeout: Duration?) {
         self.output = output
-        self.source = source
         self.timeout = timeout ?? .zero
         hasTimer = timeout != nil
+        hooks = Locked(Hooks(source: source))
         super.init(deadline: timeout.map { Clock.deadline(after: $0) } ?? .max)
     }
 
-    /// Registers on the source, on `token` and on the timer queue.
-    func start(cancellation token: CancellationToken) {
+    /// Registers on `source`, on `token` and on the timer queue.
+    func start(on source: Future<Value>, cancellation token: CancellationToken) {
         let forwarder = ClosureWorkItem { [self] in sourceCompleted() }
         hooks.withLock { $0.forwarder = forwarder }
-        if token.canBeCancelled {
-            self.token = token
-            let registered = token.register { [weak self] in
-                guard let self, !output.isCompleted else { return }
+        if let tokenSource = token.source {
+            let registered = token.register { [self, weak tokenSource] in
+                guard !output.isCompleted else { return }
                 dropForwarder()
-                guard output.tryCancel(token: self.token, forceAsynchronous: true) else { return }
+                guard output.tryCancel(token: CancellationToken(source: tokenSource), forceAsynchronous: true)
+                else { return }
                 if hasTimer { cancel() }
             }
-            hooks.withLock { $0.registration = registered }
+            hooks.withLock { hooks in
+                hooks.tokenSource = registered.source
+                hooks.registrationSlot = registered.slot
+                hooks.registrationGeneration = registered.generation
+            }
         }
-        source?.onCompletion(.item(forwarder))
+        // Cancelled during the registration above: nothing left to forward.
+        guard !output.isCompleted else { return }
+        source.onCompletion(.item(forwarder))
         if hasTimer { TimerQueue.shared.schedule(self) }
     }
 
@@ -174,25 +242,45 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         guard !output.isCompleted else { return }
         dropForwarder()
         guard output.tryFail([TimeoutError(timeout: timeout)]) else { return }
-        hooks.withLock { $0.registration }?.unregister()
+        unregisterFromToken()
     }
 
     /// The source completed (first, or after the race was decided).
     private func sourceCompleted() {
-        hooks.withLock { $0.forwarder = nil }
+        let source = hooks.withLock { hooks in
+            defer {
+                hooks.source = nil
+                hooks.forwarder = nil
+            }
+            return hooks.source
+        }
         guard let source, output.tryComplete(from: source) else { return }
         if hasTimer { cancel() }
-        hooks.withLock { $0.registration }?.unregister()
+        unregisterFromToken()
     }
 
     /// Takes the forwarding continuation back from a source that lost the race, so that racing a
-    /// future that never completes, again and again, does not pile up continuations on it.
+    /// future that never completes, again and again, does not pile up continuations on it, and
+    /// lets go of the source.
     private func dropForwarder() {
-        let forwarder = hooks.withLock { hooks in
-            defer { hooks.forwarder = nil }
-            return hooks.forwarder
+        let (source, forwarder) = hooks.withLock { hooks in
+            defer {
+                hooks.source = nil
+                hooks.forwarder = nil
+            }
+            return (hooks.source, hooks.forwarder)
         }
         if let forwarder { source?.removeContinuation(forwarder) }
+    }
+
+    private func unregisterFromToken() {
+        let registration = hooks.withLock { hooks in
+            hooks.tokenSource.map {
+                CancellationRegistration(
+                    source: $0, slot: hooks.registrationSlot, generation: hooks.registrationGeneration)
+            }
+        }
+        registration?.unregister()
     }
 }
 
@@ -211,7 +299,7 @@ extension Future {
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if timeout == nil && !cancellation.canBeCancelled { return self }
         let output = Future<Value>(runsContinuationsAsynchronously: false)
-        WaitingRace(output: output, source: self, timeout: timeout).start(cancellation: cancellation)
+        WaitingRace(output: output, source: self, timeout: timeout).start(on: self, cancellation: cancellation)
         return output
     }
 }

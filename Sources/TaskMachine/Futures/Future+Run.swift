@@ -71,7 +71,7 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
 extension Future {
     /// Runs `body(argument)` as this future's job: cancelled without running if `token` is
     /// cancelled by now; cancelled too if the body throws a cancellation through `token`; failed for
-    /// any other error. The argument is gone before the future completes, so whoever sees the
+    /// any other error, and for any error at all when there is no token (`.none`). The argument is gone before the future completes, so whoever sees the
     /// result may count on the future no longer keeping it.
     final func run<Argument>(
         token: CancellationToken, argument: consuming Argument, _ body: (Argument) throws -> Value
@@ -84,8 +84,11 @@ extension Future {
         do {
             let value = try Self.call(body, with: consume argument)
             _ = trySucceed(value)
-        } catch {
+        } catch  where token.canBeCancelled {
             _ = tryComplete(throwing: error, ownToken: token)
+        } catch {
+            // No token, so no cancellation of its own: a cancellation error is a failure like any.
+            _ = tryFail([error])
         }
     }
 
@@ -108,7 +111,7 @@ extension Future {
     ///   - cancellation: checked before the body starts: a token cancelled by then (or already when
     ///     `run` is called) ends the future *cancelled* without running the body. A body that throws
     ///     ``OperationCancelledError`` with this same token ends it cancelled too; any other error
-    ///     fails it.
+    ///     fails it, as does every error with no token (`.none`), which nothing can cancel.
     ///   - body: the work.
     @inlinable
     public static func run(

@@ -215,6 +215,8 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
     func register(box: AnyFuture) throws {
         switch storage {
         case .value:
+            // Resumed through the queue, on the context captured now, as a completed future's would.
+            box.captureResumeContext(continueOnCapturedContext)
             Continuations.dispatch(.future(box), mayRunInline: false)
         case .future(let future):
             future.registerAwait(of: box, continueOnCapturedContext: continueOnCapturedContext)
@@ -227,6 +229,11 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
     @inlinable
     func register(item: WorkItem) throws {
         try register(job: .item(item))
+    }
+
+    @usableFromInline
+    func withdraw(item: WorkItem) {
+        if case .future(let future) = storage { future.removeContinuation(item) }
     }
 
     @inlinable

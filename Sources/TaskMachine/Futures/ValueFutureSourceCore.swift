@@ -68,6 +68,9 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     // nothing at all, where the generic code asked the type's metadata (about 15 instructions).
     /// Moves to the next operation: a new version, no result, no continuation. Value futures of
     /// earlier versions become stale. Call it once the current operation's result has been read.
+    ///
+    /// A continuation still waiting on the operation, reset before it completed, is not dropped:
+    /// it is queued, and its read throws ``ValueFutureSourceError/staleToken(expected:found:)``.
     @inlinable
     public func reset() {
         // The version first: from here a value future of the old operation gets a stale-token
@@ -83,7 +86,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         slot.store(SlotWord.empty, ordering: .releasing)
     }
 
-    /// Drops the current operation's value, error and unrun continuation.
+    /// Drops the current operation's value and error, and queues its continuation if one is still
+    /// waiting (the operation was reset, or dropped, before it completed).
     @inlinable
     func clearOutcome() {
         if outcome.load(ordering: .acquiring) == Self.succeeded {
@@ -92,17 +96,23 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         clearErrorAndContinuation()
     }
 
-    /// Drops the current operation's error and unrun continuation; the part of `clearOutcome()`
-    /// that does not depend on `Value`, out of line.
+    /// Drops the current operation's error and queues a continuation still waiting: it is not
+    /// lost, and its read, of a version that has moved on, throws a stale-token error. The part of
+    /// `clearOutcome()` that does not depend on `Value`, out of line.
     @usableFromInline
     func clearErrorAndContinuation() {
         // Tested first: assigning `nil` over `nil` still calls out to destroy the old value.
         if error != nil { error = nil }
         let word = slot.load(ordering: .acquiring)
-        if SlotWord.isJob(word) {
-            Job.releaseWord(word)
-            slot.store(SlotWord.empty, ordering: .relaxed)
-        }
+        if SlotWord.isJob(word) { resumeAbandoned(word) }
+    }
+
+    /// Queues the continuation `word`, abandoned in the slot. Out of line, so that a reset, which
+    /// almost never finds one, pays nothing for it.
+    @inline(never)
+    private func resumeAbandoned(_ word: UInt) {
+        slot.store(SlotWord.empty, ordering: .relaxed)
+        Continuations.dispatch(Job(takingRetainedWord: word), mayRunInline: false)
     }
 
     // Inlinable, so that the value is stored by code specialized for its type rather than through

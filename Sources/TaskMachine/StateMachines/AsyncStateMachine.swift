@@ -279,6 +279,8 @@ protocol BoxingMethodBuilder: AsyncMethodBuilder {
     var box: BoxReference<Value> { get set }
     /// Whether the builder's boxes go back to a per-thread cache once used, rather than being freed.
     static var poolsBoxes: Bool { get }
+    /// Ends the method with `error`, as the machine's own `catch` would.
+    mutating func setError(_ error: any Error)
 }
 
 extension BoxingMethodBuilder {
@@ -365,23 +367,27 @@ extension BoxingMethodBuilder {
     where Machine.Builder == Self {
         // Borrowed: `machine`, the caller's, owns the box until after this returns (see `box(for:)`),
         // so no retain and release around the registration.
-        box(for: &machine)._withUnsafeGuaranteedRef { register(box: $0, on: awaiter) }
+        let box = box(for: &machine)
+        do {
+            try box._withUnsafeGuaranteedRef { try register(box: $0, on: awaiter) }
+        } catch {
+            // The awaiter refused the continuation (a misused value-future source): the method ends
+            // with that error through its builder, as its own `catch` would end it, so that a
+            // fire-and-forget method reports it and tells its context it is done.
+            box._withUnsafeGuaranteedRef { $0.releaseResumeContext() }
+            machine.builder.setError(error)
+        }
     }
 
     /// Registers `box` on `awaiter`: directly with the runtime's own awaiters, else as a closure.
     @inlinable
-    static func register<A: Awaiter>(box: Future<Value>, on awaiter: A) {
-        do {
-            // Cast the type, not the value: specialized, the test folds away either way, but a value
-            // cast builds an existential box for the awaiter (and copies it) that the optimizer keeps.
-            if let runtimeAwaiter = A.self as? any JobRegisteringAwaiter.Type {
-                try runtimeAwaiter.register(awaiter, box: box)
-            } else {
-                try awaiter.unsafeOnCompleted { Continuations.dispatch(.future(box), mayRunInline: true) }
-            }
-        } catch {
-            // The awaiter refused the continuation (a misused value-future source): the method fails.
-            _ = box.tryComplete(throwing: error, ownToken: nil)
+    static func register<A: Awaiter>(box: Future<Value>, on awaiter: A) throws {
+        // Cast the type, not the value: specialized, the test folds away either way, but a value
+        // cast builds an existential box for the awaiter (and copies it) that the optimizer keeps.
+        if let runtimeAwaiter = A.self as? any JobRegisteringAwaiter.Type {
+            try runtimeAwaiter.register(awaiter, box: box)
+        } else {
+            try awaiter.unsafeOnCompleted { Continuations.dispatch(.future(box), mayRunInline: true) }
         }
     }
 
