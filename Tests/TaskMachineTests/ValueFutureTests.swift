@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Testing
 
@@ -184,7 +185,7 @@ struct CachedLookup: AsyncStateMachine {
         // The refusal ends the method through its builder: the context hears of the error and of
         // the end, so `AsyncContext.run` returns, throwing it.
         let outcome = Promise<String>()
-        _ = spawnThread(name: "refused", role: .other) {
+        let thread = spawnThread(name: "refused", role: .other) {
             do {
                 try AsyncContext.run { RefusedFireAndForget.start() }
                 outcome.trySucceed("no error")
@@ -193,6 +194,7 @@ struct CachedLookup: AsyncStateMachine {
             }
         }
         #expect(try outcome.future.wait(timeout: .seconds(10)) == "\(RefusingAwaiter.Refused())")
+        pthread_join(thread, nil)
     }
 }
 
