@@ -83,7 +83,9 @@ public final class SingleThreadContext: SynchronizationContext {
         }
     }
 
-    /// Runs `body` on this context's thread and returns a future of its result.
+    /// Runs `body` on this context's thread and returns a future of its result. An error `body`
+    /// throws fails the future, a cancellation error included: no token could have asked it to
+    /// stop, as for a ``Future/run(cancellation:_:)`` given none.
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) -> Future<Value> {
         let promise = Promise<Value>()
         post {
@@ -95,7 +97,9 @@ public final class SingleThreadContext: SynchronizationContext {
         return promise.future
     }
 
-    /// Runs `body`, an async method, on this context's thread and returns the future it returns.
+    /// Runs `body`, an async method, on this context's thread and returns the future it returns:
+    /// one that ends as that future does, or fails with the error `body` throws before returning
+    /// it (a cancellation error included).
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Future<Value>) -> Future<Value> {
         let promise = Promise<Value>()
         post {
