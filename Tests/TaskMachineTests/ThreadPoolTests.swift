@@ -307,7 +307,7 @@ final class Seen: @unchecked Sendable {
         // The worker has a long LIFO job to run first: the job it queues behind does not wait for
         // it, nor for the monitor, while the other worker idles.
         let pool = ThreadPool(workerCount: 2)
-        try Future<Void>.waitUntilIdle(pool)
+        try pool.waitUntilIdle()
         let behindRan = Promise<Duration>()
         let longJobDone = Promise<Void>()
         pool.enqueue(
@@ -349,7 +349,7 @@ final class Seen: @unchecked Sendable {
         while pool.activitySnapshot.retirements == 0 && ContinuousClock.now < deadline { usleep(1000) }
         #expect(pool.activitySnapshot.retirements == 1)
         // The remaining worker drops its copy of the worker list at its next look for work.
-        try Future<Void>.run(on: pool) {}
+        try pool.runAJob()
         while extra.withLock({ $0?.worker.value != nil || $0?.state.value != nil }) && ContinuousClock.now < deadline {
             usleep(1000)
         }
@@ -503,23 +503,19 @@ final class YieldLoop: WorkItem {
 // Safe to share: immutable.
 extension YieldLoop: @unchecked Sendable {}
 
-extension Future where Value == Void {
-    /// Runs `body` on `pool` and waits for it.
-    static func run(on pool: ThreadPool, _ body: @escaping @Sendable () -> Void) throws {
+extension ThreadPool {
+    /// Queues an empty job from outside and waits until it has run (starting the workers first).
+    func runAJob() throws {
         let done = Promise<Void>()
-        pool.enqueue(
-            job {
-                body()
-                done.trySucceed()
-            })
+        enqueue(job { done.trySucceed() })
         try done.future.wait(timeout: .seconds(20))
     }
 
-    /// Waits until every worker of `pool`, started by a first job, is parked.
-    static func waitUntilIdle(_ pool: ThreadPool) throws {
-        try run(on: pool) {}
+    /// Waits until every worker, started by a first job, is parked.
+    func waitUntilIdle() throws {
+        try runAJob()
         let deadline = ContinuousClock.now + .seconds(20)
-        while pool.counts.idle < pool.targetWorkerCount && ContinuousClock.now < deadline { usleep(1000) }
+        while counts.idle < targetWorkerCount && ContinuousClock.now < deadline { usleep(1000) }
         usleep(20_000)  // past the spin before a park
     }
 }

@@ -89,9 +89,8 @@ public final class SingleThreadContext: SynchronizationContext {
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) -> Future<Value> {
         let promise = Promise<Value>()
         post {
-            // No token: a cancellation error fails it, as it fails a `Future.run` with none.
             do { promise.trySucceed(try body()) } catch {
-                _ = promise.future.tryFail([error])
+                _ = promise.future.tryComplete(throwing: error, ownToken: CancellationToken.none)
             }
         }
         return promise.future
@@ -107,7 +106,7 @@ public final class SingleThreadContext: SynchronizationContext {
                 let inner = try body()
                 inner.onCompletion(.item(ClosureWorkItem { _ = promise.future.tryComplete(from: inner) }))
             } catch {
-                _ = promise.future.tryFail([error])
+                _ = promise.future.tryComplete(throwing: error, ownToken: CancellationToken.none)
             }
         }
         return promise.future

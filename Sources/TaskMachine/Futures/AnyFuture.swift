@@ -235,10 +235,13 @@ public class AnyFuture {
     }
 
     /// Completes the future as a body's error dictates: cancelled for a cancellation through
-    /// `ownToken` (or any cancellation, when `ownToken` is nil), failed otherwise.
+    /// `ownToken` (or any cancellation, when `ownToken` is nil), failed otherwise. An operation
+    /// whose own token is `.none` has nothing that could cancel it: every error fails it.
     @usableFromInline
     final func tryComplete(throwing error: any Error, ownToken: CancellationToken?) -> Bool {
-        if let cancelled = error as? OperationCancelledError, ownToken == nil || cancelled.token == ownToken {
+        if let cancelled = error as? OperationCancelledError,
+            ownToken == nil || (cancelled.token == ownToken && cancelled.token.canBeCancelled)
+        {
             return tryCancel(token: cancelled.token)
         }
         return tryFail([error])
@@ -369,14 +372,9 @@ enum SlotWord {
 }
 
 extension Job {
-    /// The job as a slot word holding one retain.
+    /// The job as a slot word holding one retain: a copy of it, moved in.
     func retainedWord() -> UInt {
-        switch self {
-        case .future(let future):
-            UInt(bitPattern: Unmanaged.passRetained(future).toOpaque())
-        case .item(let item):
-            UInt(bitPattern: Unmanaged.passRetained(item).toOpaque()) | SlotWord.itemTag
-        }
+        (copy self).movedIntoWord()
     }
 
     /// The job as a slot word holding the retain the job held: moved in, with no retain and

@@ -36,6 +36,13 @@ public final class Delay: Future<Void> {
         super.init(completedWith: status, failure: failure)
     }
 
+    /// A delay that ended before it began: elapsed at once, or cancelled by `token`, cancelled
+    /// already.
+    static func ended(cancelledBy token: CancellationToken? = nil) -> Delay {
+        guard let token else { return Delay(completedWith: .succeeded, failure: nil) }
+        return Delay(completedWith: .cancelled, failure: Failure(errors: [], token: token))
+    }
+
     /// `delay(due in 1.5 s)` while in the wheel; `delay(due)` once its time has come and it is
     /// being fired, `delay(done)` or `delay(cancelled)` after; `delay(failed)` for a negative
     /// duration.
@@ -148,10 +155,8 @@ extension Future where Value == Void {
             let error = InvalidArgumentError("delay needs a duration of zero or more, not \(duration)")
             return Delay(completedWith: .failed, failure: Failure(errors: [error], token: .none))
         }
-        if cancellation.isCancellationRequested {
-            return Delay(completedWith: .cancelled, failure: Failure(errors: [], token: cancellation))
-        }
-        if duration == .zero { return Delay(completedWith: .succeeded, failure: nil) }
+        if cancellation.isCancellationRequested { return .ended(cancelledBy: cancellation) }
+        if duration == .zero { return .ended() }
         // The clock first: time spent allocating (an allocator busy on another thread can hold
         // it up) must not push the deadline back.
         return Delay.started(deadline: Clock.deadline(after: duration), cancellation: cancellation)
@@ -176,11 +181,9 @@ extension Future where Value == Void {
     public static func delay(
         until deadline: ContinuousClock.Instant, cancellation: CancellationToken = .none
     ) -> Delay {
-        if cancellation.isCancellationRequested {
-            return Delay(completedWith: .cancelled, failure: Failure(errors: [], token: cancellation))
-        }
+        if cancellation.isCancellationRequested { return .ended(cancelledBy: cancellation) }
         let nanoseconds = Clock.nanoseconds(of: deadline)
-        guard nanoseconds > Clock.now else { return Delay(completedWith: .succeeded, failure: nil) }
+        guard nanoseconds > Clock.now else { return .ended() }
         return Delay.started(deadline: nanoseconds, cancellation: cancellation)
     }
 }

@@ -71,8 +71,9 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
 extension Future {
     /// Runs `body(argument)` as this future's job: cancelled without running if `token` is
     /// cancelled by now; cancelled too if the body throws a cancellation through `token`; failed for
-    /// any other error, and for any error at all when there is no token (`.none`). The argument is gone before the future completes, so whoever sees the
-    /// result may count on the future no longer keeping it.
+    /// any other error, and for any error at all when there is no token (`.none`). The argument is
+    /// gone before the future completes, so whoever sees the result may count on the future no
+    /// longer keeping it.
     final func run<Argument>(
         token: CancellationToken, argument: consuming Argument, _ body: (Argument) throws -> Value
     ) {
@@ -84,11 +85,8 @@ extension Future {
         do {
             let value = try Self.call(body, with: consume argument)
             _ = trySucceed(value)
-        } catch  where token.canBeCancelled {
-            _ = tryComplete(throwing: error, ownToken: token)
         } catch {
-            // No token, so no cancellation of its own: a cancellation error is a failure like any.
-            _ = tryFail([error])
+            _ = tryComplete(throwing: error, ownToken: token)
         }
     }
 

@@ -19,8 +19,8 @@ import Synchronization
 /// already claimed waits for the lock, when the thief has settled its claim, and looks again.
 ///
 /// Jobs move in and out of the slots: pushing one job, popping and stealing cost no retain and no
-/// release (`push(contentsOf:)` copies its array's jobs in). Every publication of a slot is still followed by a read-modify-write of
-/// `tail` (or `head`), never a plain store: in release builds the optimizer has moved a retain made
+/// release (`push(contentsOf:)` copies its array's jobs in). Every publication of a slot is still
+/// followed by a read-modify-write of `tail` (or `head`), never a plain store: in release builds the optimizer has moved a retain made
 /// before a plain release store below it (see the toolchain notes), and a later change that brings
 /// a copy back here must not bring that hazard with it.
 final class LocalQueue {
