@@ -213,6 +213,59 @@ final class EntryGuard: Sendable {
     }
 }
 
+/// A pool worker that blocks other than in `wait()` is made up for at once, as in `wait()`.
+@Suite struct BlockedWorkerTests {
+    /// Waits, for at most ten seconds, until `pool` counts `count` blocked workers.
+    func waitUntilBlocked(_ pool: ThreadPool, count: Int) -> Bool {
+        let deadline = Clock.now + 10_000_000_000
+        while pool.counts.blocked < count {
+            if Clock.now > deadline { return false }
+            usleepish()
+        }
+        return true
+    }
+
+    /// Runs `body` as a job on `pool`; the future ends when it returns.
+    func run(on pool: ThreadPool, _ body: @escaping @Sendable () throws -> Void) -> Future<Void> {
+        let done = Promise<Void>()
+        pool.enqueue(.item(ClosureWorkItem { do { try body(); done.trySucceed() } catch { done.tryFail(error) } }))
+        return done.future
+    }
+
+    @Test func aWorkerBlockedInSendIsMadeUpFor() throws {
+        let pool = ThreadPool(workerCount: 1)
+        let ui = SingleThreadContext(name: "ui-send-blocked")
+        defer { try? ui.shutdown() }
+        let uiBusy = Promise<Void>()
+        ui.post { try? uiBusy.future.wait(timeout: .seconds(20)) }
+        let sent = run(on: pool) { ui.send {} }
+        #expect(waitUntilBlocked(pool, count: 1), "the worker in send() is not counted as blocked")
+        // The only worker is in send(): a job on the pool runs on the extra worker started for it.
+        try run(on: pool) {}.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0)
+        try uiBusy.succeed()
+        try sent.wait(timeout: .seconds(10))
+        #expect(pool.counts.blocked == 0)
+    }
+
+    @Test func aWorkerPumpingAnAsyncContextIsMadeUpFor() throws {
+        let pool = ThreadPool(workerCount: 1)
+        let gate = Promise<Int>()
+        let result = Locked<Int>(0)
+        let pumped = run(on: pool) {
+            let value = try AsyncContext.run { gate.future }
+            result.withLock { $0 = value }
+        }
+        #expect(waitUntilBlocked(pool, count: 1), "the worker pumping AsyncContext is not counted as blocked")
+        try run(on: pool) {}.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0)
+        try gate.succeed(42)
+        try pumped.wait(timeout: .seconds(10))
+        #expect(result.withLock { $0 } == 42)
+        #expect(pool.counts.blocked == 0)
+    }
+}
+
 @Suite struct ContinuationRemovalTests {
     @Test func waitsThatTimeOutDoNotPileUpOnAFutureThatNeverCompletes() throws {
         let never = Promise<Int>().future

@@ -15,6 +15,9 @@ import Synchronization
 /// done. Work that comes back to the context after `run` has returned (an await the body started
 /// but did not wait for) runs on the pool instead, as it does for a shut-down
 /// ``SingleThreadContext``.
+///
+/// Called on a pool worker, `run` keeps that worker for as long as it pumps; the pool counts it as
+/// blocked, as in ``Future/wait()``, and makes up for it at once.
 public final class AsyncContext: SynchronizationContext {
     private let outstanding = Atomic<Int>(0)
     private let errors = Locked<[any Error]>([])
@@ -83,7 +86,8 @@ public final class AsyncContext: SynchronizationContext {
         var bodyResult: Result?
         var bodyError: (any Error)?
         do { bodyResult = try body() } catch { bodyError = error }
-        loop!.pump(until: { outstanding.load(ordering: .acquiring) == 0 })
+        // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
+        thread.blocking { loop!.pump(until: { outstanding.load(ordering: .acquiring) == 0 }) }
         // Nobody pumps the loop from here: what comes back later goes to the pool.
         for job in loop!.close() { ThreadPool.shared.enqueue(job) }
         if let first = errors.withLock({ $0.first }) { throw first }

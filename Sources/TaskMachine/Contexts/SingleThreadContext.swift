@@ -69,7 +69,8 @@ public final class SingleThreadContext: SynchronizationContext {
     }
 
     /// Runs `work` on this context's thread and returns once it has run. On the context's own
-    /// thread, and after ``shutdown()``, it runs inline on the calling thread.
+    /// thread, and after ``shutdown()``, it runs inline on the calling thread. A pool worker that
+    /// waits here counts as blocked, as in ``Future/wait()``: the pool makes up for it at once.
     public override func send(_ work: @Sendable () -> Void) {
         if isCurrentThread || loop!.hasExited {
             work()
@@ -148,7 +149,8 @@ public final class SingleThreadContext: SynchronizationContext {
             return
         }
         loop!.stop()
-        pthread_join(handle, nil)
+        // The thread runs what is queued before it exits, which may wait for the pool.
+        ThreadState.current.blocking { _ = pthread_join(handle, nil) }
         RuntimeStatistics.contextThreadExited()
         exited.trySucceed()
     }
@@ -178,8 +180,11 @@ private final class SendJob: WorkItem {
     }
 
     func waitUntilRun() {
-        Continuations.releaseDeferred(ThreadState.current)
-        while !finished.load(ordering: .acquiring) { sender.park() }
+        let thread = ThreadState.current
+        Continuations.releaseDeferred(thread)
+        thread.blocking {
+            while !finished.load(ordering: .acquiring) { sender.park() }
+        }
     }
 }
 

@@ -25,25 +25,24 @@ extension AnyFuture {
         Continuations.releaseDeferred(thread)
         let waiter = thread.blockingWaiter
         onCompletion(.item(waiter))
-        let worker = thread.worker
-        worker?.pool.workerWillBlock()
-        defer { worker?.pool.workerDidUnblock() }
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
-        while !isCompleted {
-            let remaining = deadline == .max ? -1 : deadline - Clock.now
-            if remaining < 0 && deadline != .max {
-                removeContinuation(waiter)
-                return false
+        return try thread.blocking {
+            while !isCompleted {
+                let remaining = deadline == .max ? -1 : deadline - Clock.now
+                if remaining < 0 && deadline != .max {
+                    removeContinuation(waiter)
+                    return false
+                }
+                thread.parker.park(timeoutNanoseconds: remaining)
+                // A job posted to this thread's context wakes it too: look again for a deadlock.
+                if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
+                    removeContinuation(waiter)
+                    throw deadlock
+                }
             }
-            thread.parker.park(timeoutNanoseconds: remaining)
-            // A job posted to this thread's context wakes it too: look again for a deadlock.
-            if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
-                removeContinuation(waiter)
-                throw deadlock
-            }
+            return true
         }
-        return true
     }
 }
 

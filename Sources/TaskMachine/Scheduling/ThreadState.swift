@@ -42,6 +42,25 @@ final class ThreadState {
         return made
     }
 
+    /// Runs `body`, a call that blocks this thread until another thread acts. On a pool worker,
+    /// the pool counts the worker as blocked for the call, and starts an extra worker at once if too
+    /// few unblocked ones would remain: work that the blocked call waits for must not wait in turn
+    /// for this worker. A blocking call nested in another (a `wait()` in a job that an
+    /// ``AsyncContext`` pumps) counts once.
+    func blocking<Result>(_ body: () throws -> Result) rethrows -> Result {
+        guard !isBlocked, let pool = worker?.pool else { return try body() }
+        isBlocked = true
+        pool.workerWillBlock()
+        defer {
+            pool.workerDidUnblock()
+            isBlocked = false
+        }
+        return try body()
+    }
+
+    /// Whether this thread is in ``blocking(_:)``.
+    @exclusivity(unchecked) private var isBlocked = false
+
     init(name: String, role: RuntimeThread.Role) {
         self.name = name
         self.role = role
