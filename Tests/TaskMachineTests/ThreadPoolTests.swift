@@ -206,6 +206,52 @@ final class Seen: @unchecked Sendable {
         #expect(after < 500, "ran after \(after) of the tree's \(total) jobs")
     }
 
+    @Test func aBatchTakenFromTheGlobalQueueWhileAnotherWorkerParksStillWakesIt() throws {
+        // A worker moving a batch from the global queue to its own holds it in no queue for a
+        // moment: the other worker, looking then, finds nothing and parks. Once the batch lands,
+        // and the first worker runs a long job, the other must be woken to take it.
+        let inTransit = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(workerCount: 2) {
+            guard inTransit.trySucceed() else { return }  // the first batch only
+            while !proceed.isSet { usleepish() }
+        }
+        let releaseFirst = Flag()
+        let releaseSecond = Flag()
+        let releaseLong = Flag()
+        let started = Counter()
+        // Busy without blocking in a way the pool sees, as a long computation is.
+        func spinning(until flag: Flag, counting: Bool = false) -> Job {
+            .item(
+                ClosureWorkItem {
+                    if counting { started.increment() }
+                    while !flag.isSet { usleepish() }
+                })
+        }
+        pool.enqueue(spinning(until: releaseFirst, counting: true))
+        pool.enqueue(spinning(until: releaseSecond, counting: true))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while started.count < 2 && ContinuousClock.now < deadline { usleepish() }
+        try #require(started.count == 2, "both workers should run a job")
+        // Both workers busy: nobody is woken for these. The first to finish takes the long job,
+        // with the next in a batch; the other worker takes the last.
+        let batched = Promise<Void>()
+        pool.enqueue(contentsOf: [
+            spinning(until: releaseLong), .item(ClosureWorkItem { batched.trySucceed() }), .item(ClosureWorkItem {}),
+        ])
+        releaseFirst.set()
+        try inTransit.future.wait(timeout: .seconds(10))
+        // The batch is in transit: the other worker runs the last job, finds nothing, and parks.
+        releaseSecond.set()
+        while pool.counts.idle < 1 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.idle == 1, "the other worker should park")
+        proceed.set()
+        // The first worker now runs the long job; the parked one must take the batched job.
+        try batched.future.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0, "the batch waited for the monitor")
+        releaseLong.set()
+    }
+
     @Test func jobsQueuedByJobsAllRunOnce() throws {
         let pool = ThreadPool(workerCount: 2)
         let ran = Counter()

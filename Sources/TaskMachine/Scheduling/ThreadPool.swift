@@ -152,10 +152,17 @@ final class ThreadPool {
     private let searchingCount = Atomic<Int>(0)
     private let monitorParker = Parker()
     let activity = Activity()
+    /// For tests: called by a worker that has taken a batch from the global queue, before the batch
+    /// reaches its own queue.
+    private let onBatchInTransit: (@Sendable () -> Void)?
 
-    init(workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000) {
+    init(
+        workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000,
+        onBatchInTransit: (@Sendable () -> Void)? = nil
+    ) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
+        self.onBatchInTransit = onBatchInTransit
     }
 
     // MARK: Queuing
@@ -313,8 +320,15 @@ final class ThreadPool {
         // the jobs' memory, written on the core that queued them, to this one ahead of running
         // them; moved, `Future.run` from outside the pool took 189 ns per item instead of 172
         // (harness medians of 11). Pushed under the lock, they made steals four times as frequent.
-        if !batch.isEmpty, !worker.queue.push(contentsOf: batch) {
-            for job in batch.reversed() { pushLocal(job, on: worker) }
+        if !batch.isEmpty {
+            onBatchInTransit?()
+            if !worker.queue.push(contentsOf: batch) {
+                for job in batch.reversed() { pushLocal(job, on: worker) }
+            }
+            // In transit, the batch was in no queue: a worker that looked for work then found none
+            // and may have parked. A searcher wakes the next one once it runs its job (`runWorker`);
+            // any other worker wakes one now, or the batch would wait for this one's current job.
+            if !worker.isSearching { notify() }
         }
         batch.removeAll(keepingCapacity: true)
         worker.batch = batch
