@@ -65,6 +65,48 @@ struct DoubleAfter: AsyncStateMachine {
         promise.trySucceed(1)
     }
 
+    @Test func aDeadlockThroughTheContextAnAsyncContextRunsInsideIsDiagnosed() throws {
+        let ui = SingleThreadContext(name: "ui-outer")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> String in
+            // Suspended on "ui-outer", which stalls while the AsyncContext below pumps on its thread.
+            let doubled = DoubleAfter.start(promise.future)
+            do {
+                try AsyncContext.run { _ = try doubled.wait(timeout: .seconds(10)) }
+                return "no deadlock"
+            } catch let error as DeadlockError {
+                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(try outcome.wait(timeout: .seconds(20)) == "ui-outer: DoubleAfter > Future<Int>")
+        promise.trySucceed(1)
+    }
+
+    @Test func anAsyncContextWhoseFutureNeedsTheContextItStallsThrowsInsteadOfPumpingForEver() throws {
+        let ui = SingleThreadContext(name: "ui-stalled")
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> String in
+            let doubled = DoubleAfter.start(promise.future)  // resumes on "ui-stalled"
+            do {
+                let value = try AsyncContext.run { doubled }
+                return "returned \(value)"
+            } catch let error as DeadlockError {
+                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
+            } catch {
+                return "\(error)"
+            }
+        }
+        // The promise completes only once the outcome is in: a pump that waited would wait for ever,
+        // and so would a shutdown of "ui-stalled" (the test leaves the thread then, and fails).
+        let text = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
+        promise.trySucceed(1)
+        #expect(text == "ui-stalled: DoubleAfter > Future<Int>")
+        try ui.shutdown()
+    }
+
     @Test func aDeadlockThroughNestedMethodsNamesTheWholeChain() throws {
         let ui = SingleThreadContext(name: "ui-chain")
         defer { try? ui.shutdown() }

@@ -21,6 +21,11 @@ import Synchronization
 public final class AsyncContext: SynchronizationContext {
     private let outstanding = Atomic<Int>(0)
     private let errors = Locked<[any Error]>([])
+    /// The context whose loop the thread ran when `run` began, stalled until `run` returns; set
+    /// and read on that thread only, and cleared when `run` returns.
+    private(set) var enclosingContext: SynchronizationContext?
+    /// The future the body of ``run(_:)->_`` returned; on the pumping thread only.
+    private var awaited: AnyFuture?
 
     private override init() {
         super.init(loop: ContextLoop())
@@ -52,10 +57,15 @@ public final class AsyncContext: SynchronizationContext {
     ///
     /// - Throws: the first error of a fire-and-forget method started inside, else the body's own
     ///   error (rethrown once the work it started is done), else the future's error.
+    ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
+    ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future can
+    ///   only complete after a continuation runs on that context; the work left then goes on
+    ///   without this context.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
         let future: Future<Value>? = try context.pump {
             let future = try body()
+            context.awaited = future
             context.operationStarted()
             future.onCompletion(.item(ClosureWorkItem(context: context) { context.operationCompleted() }))
             return future
@@ -75,24 +85,46 @@ public final class AsyncContext: SynchronizationContext {
     private func pump<Result>(_ body: () throws -> Result) throws -> Result? {
         let thread = ThreadState.current
         let saved = (thread.synchronizationContext, thread.ownedContext)
+        enclosingContext = thread.ownedContext
         thread.synchronizationContext = self
         thread.ownedContext = self
         loop!.setOwner(thread)
         defer {
             thread.synchronizationContext = saved.0
             thread.ownedContext = saved.1
+            enclosingContext = nil
+            awaited = nil
             loop!.setOwner(nil)
         }
         var bodyResult: Result?
         var bodyError: (any Error)?
         do { bodyResult = try body() } catch { bodyError = error }
         // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
-        thread.blocking { loop!.pump(until: { outstanding.load(ordering: .acquiring) == 0 }) }
+        var deadlock: DeadlockError?
+        do {
+            try thread.blocking {
+                try loop!.pump(
+                    until: { outstanding.load(ordering: .acquiring) == 0 },
+                    beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
+            }
+        } catch {
+            deadlock = error as? DeadlockError
+        }
         // Nobody pumps the loop from here: what comes back later goes to the pool.
         for job in loop!.close() { ThreadPool.shared.enqueue(job) }
+        if let deadlock { throw deadlock }
         if let first = errors.withLock({ $0.first }) { throw first }
         if let bodyError { throw bodyError }
         return bodyResult
+    }
+}
+
+extension AsyncContext {
+    /// The deadlock that pumping on until the body's future completes would be, if that future
+    /// can only complete after a continuation runs on a context this one's `run` stalls.
+    fileprivate func deadlockThroughEnclosingContexts() -> DeadlockError? {
+        guard let enclosingContext, let awaited, !awaited.isCompleted else { return nil }
+        return DeadlockDetector.detect(waitingFor: awaited, from: enclosingContext)
     }
 }
 

@@ -53,8 +53,9 @@ final class ContextLoop {
     }
 
     /// Runs queued jobs on the calling thread (the owner) until `isDone` holds with the queue empty,
-    /// or until `stop()`.
-    func pump(until isDone: () -> Bool) {
+    /// or until `stop()`. `beforeParking` runs each time the queue is empty and `isDone` does not
+    /// hold yet; what it throws ends the pump.
+    func pump(until isDone: () -> Bool, beforeParking: () throws -> Void) rethrows {
         let thread = ThreadState.current
         while true {
             let (next, stopped) = state.withLock { state -> (Job?, Bool) in
@@ -71,6 +72,7 @@ final class ContextLoop {
             if stopped || isDone() { return }
             // A pump nested inside an inline continuation must not sit on deferred ones.
             Continuations.releaseDeferred(thread)
+            try beforeParking()
             thread.parker.park()
         }
     }

@@ -41,7 +41,7 @@ public final class SingleThreadContext: SynchronizationContext {
             state.ownedContext = self
             loop!.setOwner(state)
             started.unpark()
-            loop!.pump(until: { false })
+            loop!.pump(until: { false }, beforeParking: {})
             loop!.setOwner(nil)
             state.synchronizationContext = nil
             state.ownedContext = nil

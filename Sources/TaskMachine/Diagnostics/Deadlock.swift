@@ -30,16 +30,31 @@ enum DeadlockDetector {
     /// Every state machine suspended on the thread's context is blocked while the thread is, and so
     /// is everything that awaits it, so the futures above such a machine cannot complete or drop
     /// continuations during the walk: reading their slots from here is safe.
+    ///
+    /// An ``AsyncContext`` run on the thread of another context (a `SingleThreadContext`'s, or an
+    /// outer `AsyncContext`'s) stalls that context's loop until it returns: machines suspended on
+    /// the enclosing contexts are blocked as well, and are looked at too.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState) -> DeadlockError? {
-        guard let context = thread.ownedContext, let loop = context.loop else { return nil }
-        // Name the deepest machine that must resume here: the longest chain tells the whole story.
-        var longest: [String]?
-        for (box, awaited) in loop.suspendedBoxes {
-            if let path = path(from: box, upTo: target), path.count + 1 > (longest?.count ?? 0) {
-                longest = path.map(\.diagnosticName) + [awaited.name]
+        detect(waitingFor: target, from: thread.ownedContext)
+    }
+
+    /// The deadlock that blocking the thread that runs `innermost`'s loop until `target` completes
+    /// would cause, looking at `innermost` and the contexts it stalls.
+    static func detect(waitingFor target: AnyFuture, from innermost: SynchronizationContext?) -> DeadlockError? {
+        // Name the deepest machine that must resume on the thread: the longest chain tells the
+        // whole story.
+        var longest: (context: SynchronizationContext, chain: [String])?
+        var next = innermost
+        while let context = next {
+            next = (context as? AsyncContext)?.enclosingContext
+            guard let loop = context.loop else { continue }
+            for (box, awaited) in loop.suspendedBoxes {
+                if let path = path(from: box, upTo: target), path.count + 1 > (longest?.chain.count ?? 0) {
+                    longest = (context, path.map(\.diagnosticName) + [awaited.name])
+                }
             }
         }
-        return longest.map { DeadlockError(contextName: context.name, chain: $0) }
+        return longest.map { DeadlockError(contextName: $0.context.name, chain: $0.chain) }
     }
 
     /// The awaits from `target` down to `start`, following continuations upward from `start`.
