@@ -54,12 +54,7 @@ struct DoubleAfter: AsyncStateMachine {
             let doubled = DoubleAfter.start(promise.future)
             // Completing from another thread later would post the continuation to "ui-deadlock",
             // whose thread this wait would block.
-            do {
-                _ = try doubled.wait()
-                return "no deadlock"
-            } catch let error as DeadlockError {
-                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
-            }
+            return deadlockText { _ = try doubled.wait() }
         }
         #expect(try outcome.wait(timeout: .seconds(10)) == "ui-deadlock: DoubleAfter > Future<Int>")
         promise.trySucceed(1)
@@ -72,14 +67,7 @@ struct DoubleAfter: AsyncStateMachine {
         let outcome = ui.run { () -> String in
             // Suspended on "ui-outer", which stalls while the AsyncContext below pumps on its thread.
             let doubled = DoubleAfter.start(promise.future)
-            do {
-                try AsyncContext.run { _ = try doubled.wait(timeout: .seconds(10)) }
-                return "no deadlock"
-            } catch let error as DeadlockError {
-                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
-            } catch {
-                return "\(error)"
-            }
+            return deadlockText { try AsyncContext.run { _ = try doubled.wait(timeout: .seconds(10)) } }
         }
         #expect(try outcome.wait(timeout: .seconds(20)) == "ui-outer: DoubleAfter > Future<Int>")
         promise.trySucceed(1)
@@ -90,14 +78,7 @@ struct DoubleAfter: AsyncStateMachine {
         let promise = Promise<Int>()
         let outcome = ui.run { () -> String in
             let doubled = DoubleAfter.start(promise.future)  // resumes on "ui-stalled"
-            do {
-                let value = try AsyncContext.run { doubled }
-                return "returned \(value)"
-            } catch let error as DeadlockError {
-                return "\(error.contextName): \(error.chain.joined(separator: " > "))"
-            } catch {
-                return "\(error)"
-            }
+            return deadlockText { _ = try AsyncContext.run { doubled } }
         }
         // The promise completes only once the outcome is in: a pump that waited would wait for ever,
         // and so would a shutdown of "ui-stalled" (the test leaves the thread then, and fails).
@@ -156,5 +137,18 @@ extension Future {
         let promise = Promise<Other>()
         configureAwait(false).getAwaiter().onCompleted { promise.trySucceed(transform()) }
         return promise.future
+    }
+}
+
+/// "context: chain" for the ``DeadlockError`` that `body` throws, "no deadlock" when it returns,
+/// or the description of another error.
+func deadlockText(_ body: () throws -> Void) -> String {
+    do {
+        try body()
+        return "no deadlock"
+    } catch let error as DeadlockError {
+        return "\(error.contextName): \(error.chain.joined(separator: " > "))"
+    } catch {
+        return "\(error)"
     }
 }
