@@ -8,7 +8,7 @@ import Testing
 /// inside `onCompleted`.
 final class EagerSource: ValueFutureSource {
     func status(token: UInt16) throws -> FutureStatus { .pending }
-    func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws { continuation.resume() }
+    func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws { continuation.resume() }
     func getResult(token: UInt16) throws -> Int { 5 }
 }
 

@@ -42,6 +42,15 @@ struct CachedLookup: AsyncStateMachine {
 }
 
 @Suite struct ValueFutureTests {
+    @Test func aSourceOfTheUsersOwnResumesAMethodFromAnotherThread() throws {
+        let source = OneShotSource()
+        let method = SourceAwait.start(ValueFuture(source: source, token: 0))
+        #expect(!method.isCompleted)
+        let thread = spawnThread(name: "completer", role: .other) { source.complete(with: 7) }
+        #expect(try method.wait(timeout: .seconds(10)) == 7)
+        pthread_join(thread, nil)
+    }
+
     @Test func aValueFutureHoldsAReadyValueOrAFuture() async throws {
         let ready = ValueFuture(5)
         let readyIsCompleted = ready.isCompleted
@@ -195,6 +204,29 @@ struct CachedLookup: AsyncStateMachine {
         }
         #expect(try outcome.future.wait(timeout: .seconds(10)) == "\(RefusingAwaiter.Refused())")
         pthread_join(thread, nil)
+    }
+}
+
+/// A source of one operation, written as a user would: it keeps the non-copyable continuation
+/// under a mutex and resumes it when completed from another thread.
+final class OneShotSource: ValueFutureSource {
+    private let pending = Mutex<AwaitContinuation?>(nil)
+    private let value = Atomic<Int>(-1)
+
+    func status(token: UInt16) throws -> FutureStatus { value.load(ordering: .acquiring) < 0 ? .pending : .succeeded }
+
+    func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
+        var continuation = Optional(continuation)
+        pending.withLock { $0 = continuation.take() }
+        // Completed meanwhile: the completer found no continuation, so resume it here.
+        if value.load(ordering: .acquiring) >= 0 { pending.withLock { $0.take() }?.resumeAsynchronously() }
+    }
+
+    func getResult(token: UInt16) throws -> Int { value.load(ordering: .acquiring) }
+
+    func complete(with result: Int) {
+        value.store(result, ordering: .releasing)
+        pending.withLock { $0.take() }?.resume()
     }
 }
 

@@ -265,11 +265,13 @@ public class AnyFuture {
         slot.store(SlotWord.empty, ordering: .releasing)
     }
 
-    /// Adds `job` as the one continuation of a future used as a value-future source. Returns
-    /// `false` if the future has completed; throws if a continuation is registered already.
+    /// Adds the job `word` holds (a slot word holding one retain) as the one continuation of a
+    /// future used as a value-future source. Returns `false`, leaving the word to the caller, if
+    /// the future has completed; throws, having released it, if a continuation is registered
+    /// already.
     @usableFromInline
-    final func addSingleContinuation(_ job: Job) throws -> Bool {
-        try SlotWord.installSingle(job, in: slot)
+    final func addSingleContinuation(word: UInt) throws -> Bool {
+        try SlotWord.installSingle(word: word, in: slot)
     }
 
     // MARK: Continuations
@@ -358,15 +360,17 @@ enum SlotWord {
 
     static func isJob(_ word: UInt) -> Bool { word > list }
 
-    /// Puts `job` in an empty continuation slot that takes one continuation only (a value-future
-    /// source's). Returns `false`, keeping nothing, if the slot is completed; throws if it holds a
-    /// continuation already.
-    static func installSingle(_ job: Job, in slot: borrowing Atomic<UInt>) throws -> Bool {
-        let word = job.retainedWord()
+    /// Puts the job `word` holds (with one retain) in an empty continuation slot that takes one
+    /// continuation only (a value-future source's). Returns `false`, leaving the word and its
+    /// retain to the caller, if the slot is completed; throws, having released the word, if the
+    /// slot holds a continuation already.
+    static func installSingle(word: UInt, in slot: borrowing Atomic<UInt>) throws -> Bool {
         let (exchanged, found) = slot.compareExchange(expected: empty, desired: word, ordering: .acquiringAndReleasing)
         if exchanged { return true }
-        Job.releaseWord(word)
-        guard found == completed else { throw ValueFutureSourceError.continuationAlreadyRegistered }
+        guard found == completed else {
+            Job.releaseWord(word)
+            throw ValueFutureSourceError.continuationAlreadyRegistered
+        }
         return false
     }
 }

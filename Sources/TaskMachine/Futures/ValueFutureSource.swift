@@ -17,9 +17,10 @@ public protocol ValueFutureSource<Value>: AnyObject, Sendable {
     func status(token: UInt16) throws -> FutureStatus
 
     /// Registers the continuation of the operation `token` names. A source takes one continuation
-    /// per operation.
+    /// per operation, keeps it (it is non-copyable: an `AwaitContinuation?` the source `take()`s
+    /// from when it completes), and resumes it once.
     /// - Throws: ``ValueFutureSourceError`` for a stale token or a second continuation.
-    func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws
+    func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws
 
     /// The result of the completed operation `token` names.
     /// - Throws: the operation's error, or ``ValueFutureSourceError``.
@@ -28,12 +29,30 @@ public protocol ValueFutureSource<Value>: AnyObject, Sendable {
 
 /// A continuation handed to a ``ValueFutureSource``: call ``resume()`` once, when the operation
 /// completes. It already knows where it must run (its captured context, or anywhere).
-public struct AwaitContinuation: Sendable {
+///
+/// It is non-copyable, and resuming it consumes it: a source cannot resume a method twice, which
+/// would run its next step twice (a second resume does not compile: `'continuation' consumed more
+/// than once`). A continuation dropped without being resumed leaves its method suspended for ever.
+///
+/// ```swift
+/// final class OneShot: ValueFutureSource {
+///     private let pending = Mutex<AwaitContinuation?>(nil)
+///     func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
+///         var continuation = Optional(continuation)  // a closure cannot consume a parameter
+///         pending.withLock { $0 = continuation.take() }
+///     }
+///     func complete() {
+///         pending.withLock { $0.take() }?.resume()
+///     }
+///     // status(token:) and getResult(token:) as usual
+/// }
+/// ```
+public struct AwaitContinuation: ~Copyable, Sendable {
     @usableFromInline
     let job: Job
 
     @usableFromInline
-    init(job: Job) {
+    init(job: consuming Job) {
         self.job = job
     }
 
@@ -44,12 +63,19 @@ public struct AwaitContinuation: Sendable {
 
     /// Runs the continuation: inline on this thread when it may run anywhere or belongs to this
     /// thread's context, else posted to its context.
-    public func resume() {
+    public consuming func resume() {
         Continuations.dispatch(job, mayRunInline: true)
     }
 
+    /// The continuation as a slot word holding the retain its job held: moved, with no retain and
+    /// release, into a runtime source's slot.
+    @usableFromInline
+    consuming func movedIntoWord() -> UInt {
+        job.movedIntoWord()
+    }
+
     /// Queues the continuation (to its context, or to the pool); never runs it on this thread.
-    public func resumeAsynchronously() {
+    public consuming func resumeAsynchronously() {
         Continuations.dispatch(job, mayRunInline: false)
     }
 }

@@ -156,9 +156,12 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         return error is OperationCancelledError ? .cancelled : .failed
     }
 
-    public func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
+    public func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
         try check(token)
-        if try !SlotWord.installSingle(continuation.job, in: slot) { continuation.resumeAsynchronously() }
+        let word = continuation.movedIntoWord()
+        if try !SlotWord.installSingle(word: word, in: slot) {
+            Continuations.dispatch(slotWord: word, mayRunInline: false)
+        }
     }
 
     /// Whether the operation `token` names has completed; `true` for an earlier one, as reading it

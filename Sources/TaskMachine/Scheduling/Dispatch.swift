@@ -39,7 +39,7 @@ enum Continuations {
     /// it, destroying it), about a fifth of the instructions of a resumption. Inlined into the
     /// completion that calls it, so that a chain of continuations run inline nests one frame fewer
     /// per link.
-    @inline(__always)
+    @usableFromInline @inline(__always)
     static func dispatch(slotWord word: UInt, mayRunInline: Bool) {
         guard mayRunInline, word & SlotWord.itemTag == 0 else {
             return dispatch(Job(takingRetainedWord: word), mayRunInline: mayRunInline)

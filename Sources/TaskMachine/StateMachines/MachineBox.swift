@@ -110,9 +110,10 @@ extension MachineBox: ValueFutureSource {
     // Inlinable, as `getResult(token:)` is: out of line, in code generic over `Value`, the token
     // check was a call of its own.
     @inlinable
-    func onCompleted(token: UInt16, _ continuation: AwaitContinuation) throws {
+    func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
         try check(token)
-        if try !addSingleContinuation(continuation.job) { continuation.resumeAsynchronously() }
+        let word = continuation.movedIntoWord()
+        if try !addSingleContinuation(word: word) { Continuations.dispatch(slotWord: word, mayRunInline: false) }
     }
 
     // Inlinable, so that an awaiter specialized for `Value` reads the value with a plain load.
