@@ -88,6 +88,25 @@ struct DoubleAfter: AsyncStateMachine {
         try ui.shutdown()
     }
 
+    @Test func theDeadlockErrorOfAnAsyncContextsPumpNamesItNotWait() throws {
+        let ui = SingleThreadContext(name: "ui-message")
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> String in
+            let doubled = DoubleAfter.start(promise.future)
+            do {
+                _ = try AsyncContext.run { doubled }
+                return "no deadlock"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let text = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
+        promise.trySucceed(1)
+        try ui.shutdown()
+        #expect(text.hasPrefix("AsyncContext.run would deadlock: DoubleAfter awaits Future<Int>"), "\(text)")
+        #expect(!text.contains("wait()"), "\(text)")
+    }
+
     @Test func aDeadlockThroughNestedMethodsNamesTheWholeChain() throws {
         let ui = SingleThreadContext(name: "ui-chain")
         defer { try? ui.shutdown() }

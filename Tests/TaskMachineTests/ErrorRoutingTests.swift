@@ -47,19 +47,50 @@ struct FailLater: AsyncStateMachine {
         #expect(log.all == ["fire-and-forget finished"])
     }
 
-    @Test func withNoContextAFireAndForgetErrorGoesToTheProcessWideHandler() throws {
+    /// Runs `body` with the process-wide handler catching the `TestError` of `code` into the
+    /// promise it passes (other errors go on to the handler that was there), then puts it back.
+    func catchingUnhandled(code: Int, _ body: (Promise<Int>) throws -> Void) throws {
         let received = Promise<Int>()
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in
-            if let error = error as? TestError, error.code == 12 {
+            if let error = error as? TestError, error.code == code {
                 received.trySucceed(error.code)
             } else {
                 previous(error)
             }
         }
         defer { ErrorReporting.unhandledErrorHandler = previous }
-        FailLater.start(TestError(code: 12))
-        #expect(try received.future.wait(timeout: .seconds(10)) == 12)
+        try body(received)
+    }
+
+    @Test func withNoContextAFireAndForgetErrorGoesToTheProcessWideHandler() throws {
+        try catchingUnhandled(code: 12) { received throws in
+            FailLater.start(TestError(code: 12))
+            #expect(try received.future.wait(timeout: .seconds(10)) == 12)
+        }
+    }
+
+    /// An AsyncContext whose pump throws DeadlockError with a fire-and-forget method still running:
+    /// the method's later error goes to the process-wide handler, not to the context nobody reads.
+    @Test func aFireAndForgetErrorAfterAnAsyncContextsDeadlockErrorIsNotLost() throws {
+        try catchingUnhandled(code: 41) { received throws in
+            let ui = SingleThreadContext(name: "ui-lost-error")
+            let promise = Promise<Int>()
+            let outcome = ui.run { () -> String in
+                let doubled = DoubleAfter.start(promise.future)  // resumes on "ui-lost-error"
+                return deadlockText {
+                    _ = try AsyncContext.run { () -> Future<Int> in
+                        FailLater.start(TestError(code: 41))  // fails a little later, on the AsyncContext
+                        return doubled
+                    }
+                }
+            }
+            let text = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
+            promise.trySucceed(1)
+            try ui.shutdown()
+            #expect(text == "ui-lost-error: DoubleAfter > Future<Int>")
+            #expect(try received.future.wait(timeout: .seconds(10)) == 41)
+        }
     }
 
     @Test func aSingleThreadContextRoutesFireAndForgetErrorsToItsHandler() throws {

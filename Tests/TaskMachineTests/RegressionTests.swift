@@ -264,6 +264,43 @@ final class EntryGuard: Sendable {
         #expect(result.withLock { $0 } == 42)
         #expect(pool.counts.blocked == 0)
     }
+
+    /// Runs an AsyncContext on the one worker of a pool, whose body posts `step` to the context
+    /// and waits for it to complete the promise it is given; returns whether the monitor had to
+    /// rescue a job from the worker's LIFO slot meanwhile.
+    func pumpOnTheOnlyWorker(_ step: @escaping @Sendable (ThreadPool, Promise<Void>) -> Void) throws -> Bool {
+        let pool = ThreadPool(workerCount: 1)
+        let pumped = run(on: pool) {
+            try AsyncContext.run { () -> Future<Void> in
+                let done = Promise<Void>()
+                SynchronizationContext.current!.post { step(pool, done) }
+                return done.future
+            }
+        }
+        try pumped.wait(timeout: .seconds(10))
+        return pool.activitySnapshot.lifoJobsRescued > 0
+    }
+
+    /// A wait() nested in an AsyncContext's pump on a worker: the job it waits for, queued on that
+    /// worker, must go where another worker can take it, not into the blocked worker's LIFO slot
+    /// (from which only the monitor would rescue it, half a second later).
+    @Test func aJobQueuedByAWaitNestedInAnAsyncContextOnAWorkerIsNotStranded() throws {
+        let rescued = try pumpOnTheOnlyWorker { pool, done in
+            let job = Promise<Void>()
+            pool.enqueue(.item(ClosureWorkItem { job.trySucceed() }))
+            _ = try? job.future.wait(timeout: .seconds(10))
+            done.trySucceed()
+        }
+        #expect(!rescued, "the job waited in the LIFO slot for the monitor")
+    }
+
+    /// The same for a job that a continuation run by the pump queues, and the pump waits for.
+    @Test func aJobQueuedByAnAsyncContextPumpingOnAWorkerIsNotStranded() throws {
+        let rescued = try pumpOnTheOnlyWorker { pool, done in
+            pool.enqueue(.item(ClosureWorkItem { done.trySucceed() }))
+        }
+        #expect(!rescued, "the job waited in the LIFO slot for the monitor")
+    }
 }
 
 @Suite struct ContinuationRemovalTests {

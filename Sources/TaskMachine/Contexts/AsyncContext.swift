@@ -20,7 +20,10 @@ import Synchronization
 /// blocked, as in ``Future/wait()``, and makes up for it at once.
 public final class AsyncContext: SynchronizationContext {
     private let outstanding = Atomic<Int>(0)
-    private let errors = Locked<[any Error]>([])
+    /// The errors of fire-and-forget methods, for `run` to rethrow; `nil` once `run` has returned,
+    /// after which an error goes to ``ErrorReporting/unhandledErrorHandler`` (a method still
+    /// running when the pump threw ``DeadlockError``).
+    private let errors = Locked<[any Error]?>([])
     /// The context whose loop the thread ran when `run` began, stalled until `run` returns; set
     /// and read on that thread only, and cleared when `run` returns.
     private(set) var enclosingContext: SynchronizationContext?
@@ -49,7 +52,12 @@ public final class AsyncContext: SynchronizationContext {
 
     /// Keeps the error; ``run(_:)->_`` and ``run(_:)->()`` rethrow the first once its work is done.
     public override func reportUnhandledError(_ error: any Error) {
-        errors.withLock { $0.append(error) }
+        let kept = errors.withLock { errors -> Bool in
+            guard errors != nil else { return false }
+            errors!.append(error)
+            return true
+        }
+        if !kept { ErrorReporting.reportUnhandled(error) }
     }
 
     /// Runs `body` with an `AsyncContext` current on this thread, pumps until the future it returns
@@ -112,8 +120,17 @@ public final class AsyncContext: SynchronizationContext {
         }
         // Nobody pumps the loop from here: what comes back later goes to the pool.
         for job in loop!.close() { ThreadPool.shared.enqueue(job) }
-        if let deadlock { throw deadlock }
-        if let first = errors.withLock({ $0.first }) { throw first }
+        // From here, a late error (the pump threw with work left) goes to the process-wide handler.
+        let kept = errors.withLock { errors -> [any Error] in
+            defer { errors = nil }
+            return errors ?? []
+        }
+        if let deadlock {
+            // The deadlock is what `run` throws: errors of fire-and-forget methods are not lost.
+            for error in kept { ErrorReporting.reportUnhandled(error) }
+            throw deadlock
+        }
+        if let first = kept.first { throw first }
         if let bodyError { throw bodyError }
         return bodyResult
     }
@@ -124,7 +141,9 @@ extension AsyncContext {
     /// can only complete after a continuation runs on a context this one's `run` stalls.
     fileprivate func deadlockThroughEnclosingContexts() -> DeadlockError? {
         guard let enclosingContext, let awaited, !awaited.isCompleted else { return nil }
-        return DeadlockDetector.detect(waitingFor: awaited, from: enclosingContext)
+        return DeadlockDetector.detect(waitingFor: awaited, from: enclosingContext).map {
+            DeadlockError(contextName: $0.contextName, chain: $0.chain, blockingCall: "AsyncContext.run")
+        }
     }
 }
 

@@ -1,21 +1,31 @@
 /// The error `wait()` throws instead of blocking forever: the future it would wait for can only
-/// complete after a continuation runs on the context whose thread the wait would block.
+/// complete after a continuation runs on the context whose thread the wait would block. An
+/// ``AsyncContext``'s `run` throws it too, instead of pumping for ever, when its future needs the
+/// context whose thread the pump stalls.
 public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     /// The context whose thread was about to block.
     public let contextName: String
     /// The chain of awaits, from the future `wait()` was called on down to the operation the last
     /// state machine awaits; that machine must resume on ``contextName``.
     public let chain: [String]
+    /// The call that would have blocked: `wait()`, or `AsyncContext.run`.
+    let blockingCall: String
+
+    init(contextName: String, chain: [String], blockingCall: String = "wait()") {
+        self.contextName = contextName
+        self.chain = chain
+        self.blockingCall = blockingCall
+    }
 
     public var description: String {
-        var text = "wait() would deadlock: "
+        var text = "\(blockingCall) would deadlock: "
         if chain.count >= 2 {
             text += chain.dropLast().joined(separator: " awaits ")
             text += " awaits \(chain.last!), and must resume on \"\(contextName)\""
         } else {
             text += "\(chain.first ?? "the future") must resume on \"\(contextName)\""
         }
-        text += " — the thread this wait() blocks. Await instead of blocking, "
+        text += " — the thread this \(blockingCall) blocks. Await instead of blocking, "
         text += "or configureAwait(false) in the awaited code."
         return text
     }

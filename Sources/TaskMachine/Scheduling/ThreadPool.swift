@@ -167,10 +167,16 @@ final class ThreadPool {
 
     // MARK: Queuing
 
-    /// The calling thread's worker, if it is one of this pool's.
+    /// The calling thread's worker, if it is one of this pool's and not blocked: a worker in a
+    /// blocking call (`ThreadState.blocking`) does not come back to its LIFO slot or queue until the
+    /// call returns, so what it queues goes to the global queue, as from any other thread.
     @inline(__always)
     private var currentWorker: Worker? {
-        guard let worker = ThreadState.currentIfPresent?.worker, worker.pool === self else { return nil }
+        // Unretained, with no closure (the optimizer did not inline one here): the state outlives
+        // any call on its thread.
+        guard let raw = tm_thread_state_get() else { return nil }
+        unowned(unsafe) let state = Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
+        guard !state.isBlocked, let worker = state.worker, worker.pool === self else { return nil }
         return worker
     }
 

@@ -49,8 +49,9 @@ final class ThreadState {
     /// ``AsyncContext`` pumps) counts once.
     func blocking<Result>(_ body: () throws -> Result) rethrows -> Result {
         guard !isBlocked, let pool = worker?.pool else { return try body() }
-        isBlocked = true
+        // Before the flag: the pool hands over this worker's LIFO job while it is still its worker.
         pool.workerWillBlock()
+        isBlocked = true
         defer {
             pool.workerDidUnblock()
             isBlocked = false
@@ -58,8 +59,10 @@ final class ThreadState {
         return try body()
     }
 
-    /// Whether this thread is in ``blocking(_:)``.
-    @exclusivity(unchecked) private var isBlocked = false
+    /// Whether this thread is in ``blocking(_:)``. The pool queues what a blocked worker queues
+    /// where other workers can take it, not in the worker's LIFO slot: a job that an AsyncContext's
+    /// pump or a nested wait() runs may queue work that the blocked call then waits for.
+    @exclusivity(unchecked) private(set) var isBlocked = false
 
     init(name: String, role: RuntimeThread.Role) {
         self.name = name
