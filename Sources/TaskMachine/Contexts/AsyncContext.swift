@@ -68,7 +68,8 @@ public final class AsyncContext: SynchronizationContext {
     ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
     ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future can
     ///   only complete after a continuation runs on that context; the work left then goes on
-    ///   without this context.
+    ///   without this context, and the errors of fire-and-forget methods started inside go to
+    ///   ``ErrorReporting/unhandledErrorHandler``.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
         let future: Future<Value>? = try context.pump {
