@@ -37,14 +37,18 @@ public protocol ValueFutureSource<Value>: AnyObject, Sendable {
 /// ```swift
 /// final class OneShot: ValueFutureSource {
 ///     private let pending = Mutex<AwaitContinuation?>(nil)
+///     private let done = Atomic<Bool>(false)
 ///     func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
 ///         var continuation = Optional(continuation)  // a closure cannot consume a parameter
 ///         pending.withLock { $0 = continuation.take() }
+///         // Completed meanwhile: the completer found no continuation to resume.
+///         if done.load(ordering: .acquiring) { pending.withLock { $0.take() }?.resumeAsynchronously() }
 ///     }
 ///     func complete() {
+///         done.store(true, ordering: .releasing)
 ///         pending.withLock { $0.take() }?.resume()
 ///     }
-///     // status(token:) and getResult(token:) as usual
+///     // status(token:) reads `done`; getResult(token:) as usual
 /// }
 /// ```
 public struct AwaitContinuation: ~Copyable, Sendable {
