@@ -77,22 +77,17 @@ func race(rounds: Int, register: (Int) throws -> Void, complete: @escaping @Send
 @Suite(.serialized) struct ContinuationOwnershipTests {
     // MARK: ValueFutureSourceCore.onCompleted
 
-    @Test func coreInstalledThenCompleted() throws {
+    /// Registered before the operation completes (installed, then run) or after (run at once).
+    @Test(arguments: [false, true]) func coreRegisteredBeforeOrAfterCompletion(completedFirst: Bool) throws {
         let freed = Counter()
         var item = CountingItem(freed: freed)
         let core = ValueFutureSourceCore<Int>()
+        if completedFirst { try core.succeed(1) }
         try core.onCompleted(token: 0, AwaitContinuation(job: .item(item)))
-        #expect(!isKnownUniquelyReferenced(&item), "the slot holds the job")
-        try core.succeed(1)
-        expectBalanced(&item, freed, runs: 1)
-    }
-
-    @Test func coreCompletedThenRegistered() throws {
-        let freed = Counter()
-        var item = CountingItem(freed: freed)
-        let core = ValueFutureSourceCore<Int>()
-        try core.succeed(1)
-        try core.onCompleted(token: 0, AwaitContinuation(job: .item(item)))
+        if !completedFirst {
+            #expect(!isKnownUniquelyReferenced(&item), "the slot holds the job")
+            try core.succeed(1)
+        }
         expectBalanced(&item, freed, runs: 1)
     }
 
@@ -125,25 +120,18 @@ func race(rounds: Int, register: (Int) throws -> Void, complete: @escaping @Send
 
     // MARK: MachineBox.onCompleted (a pooled method's value future)
 
-    @Test func boxInstalledThenCompleted() throws {
+    /// Registered before the operation completes (installed, then run) or after (run at once).
+    @Test(arguments: [false, true]) func boxRegisteredBeforeOrAfterCompletion(completedFirst: Bool) throws {
         let freed = Counter()
         var item = CountingItem(freed: freed)
         let core = ValueFutureSourceCore<Int>()
         let awaiter = Doubled.start(reading: core.makeValueFuture()).getAwaiter()
+        if completedFirst { try core.succeed(3) }
         try awaiter.register(item: item)
-        #expect(!isKnownUniquelyReferenced(&item), "the box's slot holds the job")
-        try core.succeed(3)
-        expectBalanced(&item, freed, runs: 1)
-        #expect(try awaiter.getResult() == 6)
-    }
-
-    @Test func boxCompletedThenRegistered() throws {
-        let freed = Counter()
-        var item = CountingItem(freed: freed)
-        let core = ValueFutureSourceCore<Int>()
-        let awaiter = Doubled.start(reading: core.makeValueFuture()).getAwaiter()
-        try core.succeed(3)
-        try awaiter.register(item: item)
+        if !completedFirst {
+            #expect(!isKnownUniquelyReferenced(&item), "the box's slot holds the job")
+            try core.succeed(3)
+        }
         expectBalanced(&item, freed, runs: 1)
         #expect(try awaiter.getResult() == 6)
     }
