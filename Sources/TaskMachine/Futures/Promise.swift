@@ -16,8 +16,10 @@ public struct Promise<Value: Sendable>: Sendable {
     /// Creates a promise and its pending future.
     ///
     /// - Parameter runContinuationsAsynchronously: when `true`, completing never runs a continuation
-    ///   on the completing thread: every one is queued to its context or to the pool. Use it when
-    ///   the completer holds a lock or must not be delayed by the awaiters' code.
+    ///   inside the completing call: every one is queued to its context or to the pool (from a pool
+    ///   worker, to that worker's own next slot, so it may run on the same thread once the
+    ///   completing job returns, as in .NET). Use it when the completer holds a lock or must not be
+    ///   delayed by the awaiters' code.
     public init(runContinuationsAsynchronously: Bool = false) {
         future = Future(runsContinuationsAsynchronously: runContinuationsAsynchronously)
     }

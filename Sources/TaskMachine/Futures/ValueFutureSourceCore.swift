@@ -33,7 +33,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     let currentVersion = Atomic<UInt16>(0)
     /// The error of a failed operation; written by the completer before the slot is published.
     @usableFromInline @exclusivity(unchecked) var error: (any Error)?
-    /// Continuations are queued, never run by the thread that completes the operation.
+    /// Continuations are queued, never run inside the call that completes the operation.
     public let runsContinuationsAsynchronously: Bool
 
     @usableFromInline

@@ -30,7 +30,8 @@ enum ValueFutureSection {
             started = ContinuousClock.now
             let count = AllocationMeter.allocations { pending = ValueLookUp.start(key: 7) }
             output("  lookUp(7) suspended at its await: \(count) allocations on the calling thread,")
-            output("  (the boxed machine, and the delay, which is its own timer)")
+            output("  (the boxed machine; the delay, which is its own timer; and, for the first delay due in")
+            output("  its millisecond, the timer wheel's array for that millisecond)")
         } else {
             pending = ValueLookUp.start(key: 7)
             output("  lookUp(7) suspended at its await")
