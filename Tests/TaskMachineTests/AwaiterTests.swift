@@ -68,6 +68,43 @@ struct AwaitLatch: AsyncStateMachine {
 }
 
 @Suite struct AwaiterTests {
+    /// Swift awaits cancelled while what they await completes end once each (no double resume, no
+    /// hang), on every kind of awaitable.
+    @Test func swiftCancellationRacingCompletionEndsEachAwaitOnce() async throws {
+        let deadline = ContinuousClock.now + .seconds(1)
+        var rounds = 0
+        while ContinuousClock.now < deadline && rounds < 1000 {
+            rounds += 1
+            let latch = CountdownLatch(count: 1)
+            let promise = Promise<Int>()
+            let core = ValueFutureSourceCore<Int>()
+            let forced = try promise.future.configureAwait(options: [.forceYielding])
+            let waiters: [Task<Int, any Error>] = [
+                Task { try await promise.future.value },
+                Task { try await promise.future.value },
+                Task { try await latch.value },
+                Task {
+                    try await Future.yield().value; return 7
+                },
+                Task { try await forced.value },
+                Task { try await core.makeValueFuture().get() },
+            ]
+            let completer = Future.run {
+                latch.countDown()
+                try promise.succeed(7)
+                try core.succeed(7)
+            }
+            for waiter in waiters { waiter.cancel() }
+            for waiter in waiters {
+                do {
+                    let value = try await waiter.value
+                    #expect(value == 7 || value == 1)
+                } catch is CancellationError {}
+            }
+            try completer.wait(timeout: .seconds(10))
+        }
+    }
+
     @Test func theAwaiterPatternDrivenByHand() throws {
         let promise = Promise<Int>()
         let awaiter = promise.future.getAwaiter()

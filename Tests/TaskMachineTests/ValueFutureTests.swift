@@ -42,6 +42,45 @@ struct CachedLookup: AsyncStateMachine {
 }
 
 @Suite struct ValueFutureTests {
+    /// A registration racing a reset that abandons the pending operation: one that passed its
+    /// token check just before the version moved must still be queued, as `reset()` promises, and
+    /// must not take the next operation's slot.
+    @Test func aRegistrationRacingAnAbandoningResetIsNeverLost() throws {
+        let deadline = ContinuousClock.now + .seconds(1)
+        var rounds = 0
+        var lost = 0
+        var nextRefused = 0
+        while ContinuousClock.now < deadline && rounds < 100_000 && lost == 0 {
+            rounds += 1
+            let core = ValueFutureSourceCore<Int>()
+            let token = core.version
+            let ran = Flag()
+            let go = Atomic<Int>(0)
+            let registering = Future.run { () -> Bool in
+                go.add(1, ordering: .relaxed)
+                while go.load(ordering: .relaxed) < 2 {}
+                do {
+                    try core.onCompleted(token: token, AwaitContinuation { ran.set() })
+                    return true
+                } catch {
+                    return false  // refused with a stale token: nothing to run, as documented
+                }
+            }
+            go.add(1, ordering: .relaxed)
+            while go.load(ordering: .relaxed) < 2 {}
+            core.reset()  // abandons the pending operation
+            guard try registering.wait(timeout: .seconds(10)) else { continue }
+            // Accepted: the reset queued it, or the registration did. Either way it runs.
+            let until = ContinuousClock.now + .seconds(5)
+            while !ran.isSet && ContinuousClock.now < until { usleepish() }
+            guard !ran.isSet else { continue }
+            lost += 1
+            do { try core.onCompleted(token: core.version, AwaitContinuation {}) } catch { nextRefused += 1 }
+        }
+        #expect(lost == 0, "lost after \(rounds) rounds")
+        #expect(nextRefused == 0, "the lost continuation took the next operation's slot")
+    }
+
     @Test func aSourceOfTheUsersOwnResumesAMethodFromAnotherThread() throws {
         let source = OneShotSource()
         let method = SourceAwait.start(ValueFuture(source: source, token: 0))

@@ -364,6 +364,7 @@ enum SlotWord {
     /// continuation only (a value-future source's). Returns `false`, leaving the word and its
     /// retain to the caller, if the slot is completed; throws, having released the word, if the
     /// slot holds a continuation already.
+    @usableFromInline @inline(__always)
     static func installSingle(word: UInt, in slot: borrowing Atomic<UInt>) throws -> Bool {
         let (exchanged, found) = slot.compareExchange(expected: empty, desired: word, ordering: .acquiringAndReleasing)
         if exchanged { return true }
@@ -377,6 +378,7 @@ enum SlotWord {
 
 extension Job {
     /// The job as a slot word holding one retain: a copy of it, moved in.
+    @usableFromInline
     func retainedWord() -> UInt {
         (copy self).movedIntoWord()
     }

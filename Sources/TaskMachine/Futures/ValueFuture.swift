@@ -245,7 +245,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
             case .machine(let box):
                 try box._withUnsafeGuaranteedRef { try $0.onCompleted(token: token, AwaitContinuation(job: job)) }
             case .core(let core):
-                try core._withUnsafeGuaranteedRef { try $0.onCompleted(token: token, AwaitContinuation(job: job)) }
+                try core._withUnsafeGuaranteedRef { try $0.register(job, token: token) }
             }
             return
         }

@@ -76,42 +76,48 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         // The version first: from here a value future of the old operation gets a stale-token
         // error rather than a glimpse of the outcome being cleared.
         _ = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing)
-        clearOutcome()
+        let wasCompleted = clearOutcome()
         outcome.store(0, ordering: .relaxed)
-        // A releasing store publishes the cleared outcome to the next operation's users, who read
-        // the slot with an acquiring load or register with a compare-and-exchange; on x86 it is a
-        // plain store, where an exchange is a locked instruction. Between operations nobody else
-        // writes the slot (its continuation ran or was dropped above), but a stale reader that
-        // passed its token check before the version moved, which an exchange would not stop either.
-        slot.store(SlotWord.empty, ordering: .releasing)
+        // Completed, the slot takes no registration (one expects it empty), so a releasing store
+        // empties it: it publishes the cleared outcome to the next operation's users, who read the
+        // slot with an acquiring load or register with a compare-and-exchange; on x86 it is a plain
+        // store, where an exchange is a locked instruction. Pending, `clearOutcome` emptied it
+        // already, by an exchange that took whatever a registration had put there; a store now
+        // would overwrite a registration landing after that exchange, which would then never run.
+        if wasCompleted { slot.store(SlotWord.empty, ordering: .releasing) }
     }
 
     /// Drops the current operation's value and error, and queues its continuation if one is still
-    /// waiting (the operation was reset, or dropped, before it completed).
-    @inlinable
-    func clearOutcome() {
+    /// waiting (the operation was reset, or dropped, before it completed). Returns whether the
+    /// operation had completed; its slot is then left `completed`, for the caller to empty.
+    @inlinable @discardableResult
+    func clearOutcome() -> Bool {
         if outcome.load(ordering: .acquiring) == Self.succeeded {
             InlineValue.destroy(Value.self, at: valueAddress)
         }
-        clearErrorAndContinuation()
+        return clearErrorAndContinuation()
     }
 
-    /// Drops the current operation's error and queues a continuation still waiting: it is not
-    /// lost, and its read, of a version that has moved on, throws a stale-token error. The part of
-    /// `clearOutcome()` that does not depend on `Value`, out of line.
+    /// Drops the current operation's error and, if it has not completed, empties its slot and
+    /// queues a continuation still waiting there: it is not lost, and its read, of a version that
+    /// has moved on, throws a stale-token error. Returns whether the operation had completed. The
+    /// part of `clearOutcome()` that does not depend on `Value`, out of line.
     @usableFromInline
-    func clearErrorAndContinuation() {
+    func clearErrorAndContinuation() -> Bool {
         // Tested first: assigning `nil` over `nil` still calls out to destroy the old value.
         if error != nil { error = nil }
-        let word = slot.load(ordering: .acquiring)
-        if SlotWord.isJob(word) { resumeAbandoned(word) }
+        if slot.load(ordering: .acquiring) == SlotWord.completed { return true }
+        resumeAbandoned()
+        return false
     }
 
-    /// Queues the continuation `word`, abandoned in the slot. Out of line, so that a reset, which
-    /// almost never finds one, pays nothing for it.
+    /// Empties the slot of an operation that did not complete, and queues the continuation it held,
+    /// if any. An exchange, not a load and a store: a registration may land at any moment. Out of
+    /// line, so that a reset, which almost always finds the operation completed, pays nothing for it.
     @inline(never)
-    private func resumeAbandoned(_ word: UInt) {
-        slot.store(SlotWord.empty, ordering: .relaxed)
+    private func resumeAbandoned() {
+        let word = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
+        guard SlotWord.isJob(word) else { return }
         Continuations.dispatch(Job(takingRetainedWord: word), mayRunInline: false)
     }
 
@@ -157,9 +163,26 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     }
 
     public func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
+        // The continuation, consumed at the end of this call, keeps its job for `register`.
+        try register(continuation.job, token: token)
+    }
+
+    /// Registers `job` as the continuation of the operation `token` names; the caller keeps `job`
+    /// alive for the call. A runtime awaiter's path, with one retain for the slot.
+    @inlinable
+    func register(_ job: Job, token: UInt16) throws {
         try check(token)
-        let word = continuation.movedIntoWord()
-        if try !SlotWord.installSingle(word: word, in: slot) {
+        let word = job.retainedWord()
+        guard try SlotWord.installSingle(word: word, in: slot) else {
+            return Continuations.dispatch(slotWord: word, mayRunInline: false)
+        }
+        // A reset that moved past `token` after the check above may have emptied the slot before
+        // the word landed, leaving it to the next operation. Take it back and queue it (its read
+        // throws a stale-token error); if it is gone, that reset, or a completion, took it to run.
+        // The caller's `job` keeps the word from naming another job made at the same address.
+        if currentVersion.load(ordering: .acquiring) != token,
+            slot.compareExchange(expected: word, desired: SlotWord.empty, ordering: .acquiringAndReleasing).exchanged
+        {
             Continuations.dispatch(slotWord: word, mayRunInline: false)
         }
     }
