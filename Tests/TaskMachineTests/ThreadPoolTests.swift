@@ -252,6 +252,33 @@ final class Seen: @unchecked Sendable {
         releaseLong.set()
     }
 
+    @Test func whatAWorkerPutOffIsReleasedAfterAWhileEvenIfItNeverRunsOutOfWork() throws {
+        // A timer batch's worker puts off the releases of what it fired (`releasingWhenIdle`); a
+        // worker that never runs out of work must still release them once they have waited
+        // `maxRetiredNanoseconds`, not hold them, and what they capture, for as long as it is busy.
+        let pool = ThreadPool(workerCount: 1)
+        let released = Locked<[Int]>([])
+        let heldAtTheEnd = Promise<Bool>()
+        let steps = Int(3 * ThreadPool.maxRetiredNanoseconds / 2_000_000)
+        @Sendable func step(_ remaining: Int) {
+            guard remaining > 0 else {
+                heldAtTheEnd.trySucceed(released.withLock { $0.isEmpty })
+                return
+            }
+            // Queued before this job ends: the worker goes on to it, never out of work.
+            pool.enqueue(.item(ClosureWorkItem { step(remaining - 1) }))
+            usleep(2_000)
+        }
+        pool.enqueue(
+            .item(
+                ClosureWorkItem {
+                    pool.releasingWhenIdle { retired in retired.append(.item(ReleaseProbe(1, into: released))) }
+                    step(steps)
+                }))
+        #expect(
+            try heldAtTheEnd.future.wait(timeout: .seconds(10)) == false, "still held after \(steps * 2) ms of work")
+    }
+
     @Test func jobsQueuedByJobsAllRunOnce() throws {
         let pool = ThreadPool(workerCount: 2)
         let ran = Counter()

@@ -60,6 +60,25 @@ private struct SplitMix {
 private var sanitized: Bool { tm_allocations_interposed() == 0 }
 
 @Suite struct TimerTests {
+    @Test func aDurationBeyondInt64SecondsMeansNeverRatherThanATrap() {
+        // A `Duration` counts attoseconds in 128 bits, up to about 1.7e20 seconds, and its
+        // `components` trap past Int64.max seconds: a delay or a timeout that long is "never".
+        let forever = Duration.seconds(UInt64.max)
+        #expect(forever.totalNanoseconds == .max)
+        #expect((.zero - forever).totalNanoseconds == .min)
+        let delay = Future.delay(forever)
+        #expect(delay.status == .pending)
+        #expect(delay.cancel())
+        let source = CancellationTokenSource()
+        #expect(throws: Never.self) { try source.cancel(after: forever) }
+        #expect(!source.isCancellationRequested)
+        let waited = Promise<Int>().future.waiting(timeout: forever)
+        #expect(waited.status == .pending)
+        source.cancel()
+        #expect(TimeoutError(timeout: forever).description.hasSuffix(" s"))
+        #expect(TimeoutError(timeout: .nanoseconds(Int64.min)).description.hasSuffix(" s"))
+    }
+
     // MARK: The wheel alone (deterministic)
 
     @Test func theWheelExpiresEveryTimerAtItsTickInDeadlineOrderAndForgetsRemovedOnes() {

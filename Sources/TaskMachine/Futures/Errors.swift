@@ -76,12 +76,14 @@ extension Duration {
     /// `20 ms`, `1.5 s`, `250 µs`: a duration as a person writes it.
     var readableText: String {
         let nanoseconds = totalNanoseconds
-        func scaled(_ unit: Int64, _ name: String) -> String {
-            let whole = nanoseconds / unit
-            let tenths = (abs(nanoseconds) % unit) * 10 / unit
+        // The magnitude, not `abs`, which traps on Int64.min.
+        let magnitude = nanoseconds.magnitude
+        func scaled(_ unit: UInt64, _ name: String) -> String {
+            let whole = "\(nanoseconds < 0 ? "-" : "")\(magnitude / unit)"
+            let tenths = magnitude % unit * 10 / unit
             return tenths == 0 ? "\(whole) \(name)" : "\(whole).\(tenths) \(name)"
         }
-        switch abs(nanoseconds) {
+        switch magnitude {
         case 1_000_000_000...: return scaled(1_000_000_000, "s")
         case 1_000_000...: return scaled(1_000_000, "ms")
         case 1_000...: return scaled(1_000, "µs")
@@ -91,6 +93,9 @@ extension Duration {
 
     /// The duration in whole nanoseconds, saturating at the ends of `Int64`.
     var totalNanoseconds: Int64 {
+        // Checked first: `components` traps past Int64.max seconds, which a Duration can exceed.
+        if self >= .nanoseconds(Int64.max) { return .max }
+        if self <= .nanoseconds(Int64.min) { return .min }
         let (seconds, attoseconds) = components
         let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }

@@ -417,6 +417,11 @@ final class ThreadPool {
                 }
                 job.run()
                 worker.completed.store(worker.completed.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+                // A worker that stays busy releases what it put off once it has waited long enough,
+                // not only when it runs out of work (which may not happen for as long as it is busy).
+                if !worker.retired.isEmpty && Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
+                    worker.retired = []
+                }
                 continue
             }
             if worker.isSearching {
