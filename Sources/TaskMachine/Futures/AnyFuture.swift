@@ -1,3 +1,4 @@
+import Glibc
 public import Synchronization
 
 /// The part of every future that does not depend on its value type: status, errors, and the
@@ -91,6 +92,19 @@ public class AnyFuture {
     public final var status: FutureStatus {
         guard isCompleted else { return .pending }
         return FutureStatus(rawValue: completionState.load(ordering: .acquiring)) ?? .pending
+    }
+
+    /// The outcome of a future whose completion has been claimed (a completion attempt that
+    /// failed says so): the claimant publishes it at once, so this waits for that, rather than
+    /// answering `.pending` for a future that is already taken. For a completer that lost the race.
+    @usableFromInline
+    final var settledStatus: FutureStatus {
+        var state = completionState.load(ordering: .acquiring)
+        while state == 1 {
+            sched_yield()
+            state = completionState.load(ordering: .acquiring)
+        }
+        return FutureStatus(rawValue: state) ?? .pending
     }
 
     /// Whether the future has completed: succeeded, failed or cancelled.

@@ -233,6 +233,10 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         // Cancelled during the registration above: nothing left to forward.
         guard !output.isCompleted else { return }
         source.onCompletion(.item(forwarder))
+        // Cancelled while the forwarder was being registered: the callback let go of the source
+        // before the forwarder landed on it, so it took nothing back. Whichever of the two comes
+        // second under the lock takes it back.
+        if hooks.withLock({ $0.source == nil }) { source.removeContinuation(forwarder) }
         if hasTimer { TimerQueue.shared.schedule(self) }
     }
 

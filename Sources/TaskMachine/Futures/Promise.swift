@@ -28,7 +28,7 @@ public struct Promise<Value: Sendable>: Sendable {
     /// - Throws: ``PromiseError/alreadyCompleted(_:)`` if the future has completed.
     @inlinable
     public func succeed(_ value: Value) throws {
-        guard trySucceed(value) else { throw PromiseError.alreadyCompleted(future.status) }
+        guard trySucceed(value) else { throw PromiseError.alreadyCompleted(future.settledStatus) }
     }
 
     /// Succeeds the future with `value` unless it has completed; returns whether it did.
@@ -40,7 +40,7 @@ public struct Promise<Value: Sendable>: Sendable {
     /// Fails the future with `error`.
     /// - Throws: ``PromiseError/alreadyCompleted(_:)`` if the future has completed.
     public func fail(_ error: any Error) throws {
-        guard tryFail(error) else { throw PromiseError.alreadyCompleted(future.status) }
+        guard tryFail(error) else { throw PromiseError.alreadyCompleted(future.settledStatus) }
     }
 
     /// Fails the future with several errors; awaiting rethrows the first, ``AnyFuture/errors`` has all.
@@ -48,7 +48,7 @@ public struct Promise<Value: Sendable>: Sendable {
     ///   if the future has completed.
     public func fail(errors: [any Error]) throws {
         guard !errors.isEmpty else { throw PromiseError.noErrors }
-        guard future.tryFail(errors) else { throw PromiseError.alreadyCompleted(future.status) }
+        guard future.tryFail(errors) else { throw PromiseError.alreadyCompleted(future.settledStatus) }
     }
 
     /// Fails the future with `error` unless it has completed; returns whether it did.
@@ -60,7 +60,7 @@ public struct Promise<Value: Sendable>: Sendable {
     /// Cancels the future, recording `token` as the cause.
     /// - Throws: ``PromiseError/alreadyCompleted(_:)`` if the future has completed.
     public func cancel(token: CancellationToken = .none) throws {
-        guard tryCancel(token: token) else { throw PromiseError.alreadyCompleted(future.status) }
+        guard tryCancel(token: token) else { throw PromiseError.alreadyCompleted(future.settledStatus) }
     }
 
     /// Cancels the future unless it has completed; returns whether it did.

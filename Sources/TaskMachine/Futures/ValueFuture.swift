@@ -243,7 +243,7 @@ public struct ValueFutureAwaiter<Value: Sendable>: Awaiter, JobRegisteringAwaite
         if let (source, token) = storage.unretainedRuntimeSource {
             switch source {
             case .machine(let box):
-                try box._withUnsafeGuaranteedRef { try $0.onCompleted(token: token, AwaitContinuation(job: job)) }
+                try box._withUnsafeGuaranteedRef { try $0.register(job, token: token) }
             case .core(let core):
                 try core._withUnsafeGuaranteedRef { try $0.register(job, token: token) }
             }

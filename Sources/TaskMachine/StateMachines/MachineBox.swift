@@ -111,9 +111,30 @@ extension MachineBox: ValueFutureSource {
     // check was a call of its own.
     @inlinable
     func onCompleted(token: UInt16, _ continuation: consuming AwaitContinuation) throws {
+        // The continuation, consumed at the end of this call, keeps its job for `register`.
+        try register(continuation.job, token: token)
+    }
+
+    /// Registers `job` as the continuation of the use `token` names; the caller keeps `job` alive
+    /// for the call. A runtime awaiter's path, with one retain for the slot.
+    @inlinable
+    func register(_ job: Job, token: UInt16) throws {
         try check(token)
-        let word = continuation.movedIntoWord()
-        if try !addSingleContinuation(word: word) { Continuations.dispatch(slotWord: word, mayRunInline: false) }
+        let word = job.retainedWord()
+        guard try addSingleContinuation(word: word) else {
+            return Continuations.dispatch(slotWord: word, mayRunInline: false)
+        }
+        // A recycle that moved past `token` after the check above (a stale copy of an awaiter,
+        // registering as the reader's read recycles the box) may have emptied the slot before the
+        // word landed, leaving it to the box's next use, whose own await it would then refuse. Take
+        // it back and queue it (its read throws a stale-token error); if it is gone, a completion
+        // took it to run. The caller's `job` keeps the word from naming another job made at the
+        // same address.
+        if use.load(ordering: .acquiring) != token,
+            slot.compareExchange(expected: word, desired: SlotWord.empty, ordering: .acquiringAndReleasing).exchanged
+        {
+            Continuations.dispatch(slotWord: word, mayRunInline: false)
+        }
     }
 
     // Inlinable, so that an awaiter specialized for `Value` reads the value with a plain load.

@@ -1,0 +1,143 @@
+import CTaskMachine
+import Glibc
+import Synchronization
+import Testing
+
+@testable import TaskMachine
+
+/// A helper thread that runs `step(round)` once for each round the test posts, racing what the
+/// test does meanwhile.
+private final class Rival: @unchecked Sendable {
+    private let posted = Atomic<Int>(0)
+    private let handled = Atomic<Int>(0)
+    let stopped = Atomic<Bool>(false)
+    private var thread: pthread_t?
+
+    init(_ name: String, step: @escaping @Sendable (Int) -> Void) {
+        thread = spawnThread(name: name, role: .other) { [self] in
+            var seen = 0
+            while !stopped.load(ordering: .acquiring) {
+                let round = posted.load(ordering: .acquiring)
+                guard round != seen else {
+                    sched_yield()
+                    continue
+                }
+                seen = round
+                step(round)
+                handled.store(round, ordering: .releasing)
+            }
+        }
+    }
+
+    /// Starts the rival's step for `round`.
+    func post(_ round: Int) { posted.store(round, ordering: .releasing) }
+
+    /// Waits until the rival's step for `round` has returned.
+    func waitUntilHandled(_ round: Int) {
+        while handled.load(ordering: .acquiring) != round { sched_yield() }
+    }
+
+    /// Stops the thread and joins it.
+    func finish() {
+        stopped.store(true, ordering: .releasing)
+        if let thread { pthread_join(thread, nil) }
+    }
+}
+
+/// Runs `body(round)` for rounds 1, 2, ... for a second.
+private func forASecond(_ body: (Int) throws -> Void) rethrows {
+    let deadline = ContinuousClock.now + .seconds(1)
+    var round = 0
+    while ContinuousClock.now < deadline {
+        round += 1
+        try body(round)
+    }
+}
+
+/// Races between completing, cancelling and registering, each repeated for a second against a
+/// rival thread.
+@Suite(.serialized) struct CompletionRaceTests {
+    @Test func waitingCancelledWhileItRegistersLeavesNothingOnItsSource() throws {
+        let never = Promise<Int>()
+        let current = Locked<CancellationTokenSource?>(nil)
+        // Cancels the round's token after a pause that varies, while the test is in `waiting`.
+        let rival = Rival("canceller") { round in
+            let source = current.withLock { $0 }
+            for _ in 0..<(round * 7 % 41) { tm_spin_pause() }
+            source?.cancel()
+        }
+        defer { rival.finish() }
+        forASecond { round in
+            let tokenSource = CancellationTokenSource()
+            current.withLock { $0 = tokenSource }
+            rival.post(round)
+            let output = never.future.waiting(cancellation: tokenSource.token)
+            rival.waitUntilHandled(round)
+            #expect(output.status == .cancelled)
+        }
+        // Each wait was cancelled, and took its forwarder back from the source (but the first, which
+        // may stay as the source's lone continuation): none piles up on a future that never completes.
+        #expect(never.future.pendingContinuations.count <= 1)
+    }
+
+    @Test func aStaleAwaiterCopyRegisteringAsItsBoxIsRecycledDoesNotTakeTheNextUsesSlot() throws {
+        // A copy of a pooled method's awaiter, kept past the read (misuse the box diagnoses with a
+        // stale-token error), registers while the reader's read recycles the box. Its job must not
+        // land in the next use's slot, where it would refuse that use's own await.
+        let copy = Locked<ValueFutureAwaiter<Int>?>(nil)
+        let rival = Rival("stale-copy") { _ in
+            guard let copy = copy.withLock({ $0 }) else { return }
+            let item = ClosureWorkItem {}
+            for _ in 0..<10_000 {
+                do { try copy.register(item: item) } catch { break }
+            }
+        }
+        defer { rival.finish() }
+        var refused = 0
+        try forASecond { round in
+            let promise = Promise<Int>()
+            let awaiter = Doubled.start(reading: ValueFuture(future: promise.future)).getAwaiter()
+            // This use's own await: nothing else may be registered on the box yet.
+            do { try awaiter.register(item: ClosureWorkItem {}) } catch { refused += 1 }
+            try promise.succeed(round)
+            copy.withLock { $0 = awaiter }
+            rival.post(round)
+            #expect(try awaiter.getResult() == 2 * round)  // recycles the box into this thread's cache
+            rival.waitUntilHandled(round)
+        }
+        #expect(refused == 0)
+    }
+
+    @Test func theLoserOfARaceToCompleteAPromiseIsToldHowItEnded() throws {
+        // Two threads succeed and fail the same promise at once. The loser's
+        // `PromiseError.alreadyCompleted(status)` must carry the outcome that stood, never `.pending`.
+        let current = Locked<Promise<Int>?>(nil)
+        let ready = Atomic<Int>(0)
+        let go = Atomic<Int>(0)
+        let pendingSeen = Atomic<Int>(0)
+        let rival = Rival("rival") { round in
+            let promise = current.withLock { $0 }
+            ready.store(round, ordering: .releasing)
+            while go.load(ordering: .acquiring) != round { tm_spin_pause() }
+            do { try promise?.fail(TestError(code: 1)) } catch PromiseError.alreadyCompleted(let status) {
+                if status == .pending { pendingSeen.add(1, ordering: .relaxed) }
+            } catch {}
+        }
+        defer { rival.finish() }
+        var pendingHere = 0
+        forASecond { round in
+            let promise = Promise<Int>()
+            current.withLock { $0 = promise }
+            rival.post(round)
+            while ready.load(ordering: .acquiring) != round { sched_yield() }
+            go.store(round, ordering: .releasing)
+            for _ in 0..<(round % 16) { tm_spin_pause() }  // offsets the two attempts
+            do { try promise.succeed(round) } catch PromiseError.alreadyCompleted(let status) {
+                if status == .pending { pendingHere += 1 }
+            } catch {}
+            rival.waitUntilHandled(round)
+            _ = promise.future.error  // observed either way
+        }
+        #expect(pendingHere + pendingSeen.load(ordering: .relaxed) == 0)
+    }
+}
