@@ -108,6 +108,41 @@ private func forASecond(_ body: (Int) throws -> Void) rethrows {
         #expect(refused == 0)
     }
 
+    @Test func copiesOfAnAwaiterReadingAtOnceLetGoOfTheirOwnUseOfTheBoxOnly() throws {
+        // Misuse: a copy of a pooled method's awaiter reads on another thread while the awaiter
+        // itself reads (and recycles the box). What those two reads get is their own affair; but
+        // the box must be let go of once, and the next call, which takes it from this thread's
+        // cache, must get its own result.
+        let copy = Locked<ValueFutureAwaiter<Int>?>(nil)
+        let rival = Rival("stale-reader") { _ in
+            guard let copy = copy.withLock({ $0 }) else { return }
+            for _ in 0..<10_000 {
+                do { _ = try copy.getResult() } catch { break }
+            }
+        }
+        defer { rival.finish() }
+        var lost = 0
+        try forASecond { round in
+            let promise = Promise<Int>()
+            let awaiter = Doubled.start(reading: ValueFuture(future: promise.future)).getAwaiter()
+            try promise.succeed(round)
+            copy.withLock { $0 = awaiter }
+            rival.post(round)
+            _ = try? awaiter.getResult()
+            rival.waitUntilHandled(round)
+            copy.withLock { $0 = nil }
+            let next = Promise<Int>()
+            let innocent = Doubled.start(reading: ValueFuture(future: next.future))
+            try next.succeed(1_000_000 - round)
+            do {
+                #expect(try innocent.getAwaiter().getResult() == 2 * (1_000_000 - round))
+            } catch {
+                lost += 1
+            }
+        }
+        #expect(lost == 0)
+    }
+
     @Test func theLoserOfARaceToCompleteAPromiseIsToldHowItEnded() throws {
         // Two threads succeed and fail the same promise at once. The loser's
         // `PromiseError.alreadyCompleted(status)` must carry the outcome that stood, never `.pending`.

@@ -198,7 +198,7 @@ final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable
         // a pooled box, whose completion this would otherwise be seeing): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
             dropMachine()
-            release(.method)  // a pooled box's; nothing for any other
+            releaseMethod()  // a pooled box's; nothing for any other
         }
     }
 

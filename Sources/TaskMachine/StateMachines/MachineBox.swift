@@ -46,28 +46,57 @@ class MachineBox<Value: Sendable>: Future<Value> {
         case reader = 2
     }
 
-    private static var bothHolders: UInt8 { Holder.method.rawValue | Holder.reader.rawValue | pooledBit }
+    /// The holders' bits and `pooledBit`; the bits above them name the use (``useTag(_:)``).
+    private static var holderBits: UInt8 { Holder.method.rawValue | Holder.reader.rawValue | pooledBit }
+
+    /// The low five bits of a use's token, kept in `holders` above the holders' bits, so that a
+    /// reader lets go of the use it read and of no other: a copy of an awaiter kept past its read
+    /// (misuse), reading as the box is recycled, must not let go for the next use's reader, nor
+    /// two copies reading one use let go twice.
+    @usableFromInline
+    static func useTag(_ token: UInt16) -> UInt8 { UInt8(truncatingIfNeeded: token) << 3 }
 
     @usableFromInline
     init(pooled: Bool) {
         super.init(runsContinuationsAsynchronously: false)
-        if pooled { holders.store(Self.bothHolders, ordering: .relaxed) }
+        if pooled { holders.store(Self.holderBits | Self.useTag(0), ordering: .relaxed) }
     }
 
-    /// Lets go of a pooled box for `holder`, once; the last to let go recycles it. Does nothing for
-    /// a box that is not pooled.
+    /// Lets go of a pooled box for its method, once its final resumption has returned; the last to
+    /// let go recycles it. Does nothing for a box that is not pooled.
     @usableFromInline
-    final func release(_ holder: Holder) {
-        // The other party usually let go first (a method that completed before its result was
-        // read, or a result read after): then nobody else changes `holders` any more, and an
-        // acquiring load, which sees the other party's releasing update, replaces the locked
-        // read-modify-write.
-        let holding = holders.load(ordering: .acquiring)
-        if holding == holder.rawValue | Self.pooledBit { return recycle() }
+    final func releaseMethod() {
+        // The reader usually let go first (a method that completed before its result was read):
+        // then nobody else changes `holders` any more, and an acquiring load, which sees the
+        // reader's releasing update, replaces the locked read-modify-write. The method holds the
+        // current use, so the use's bits need no look.
+        let method = Holder.method.rawValue
+        let holding = holders.load(ordering: .acquiring) & Self.holderBits
+        if holding == method | Self.pooledBit { return recycle() }
         guard holding & Self.pooledBit != 0 else { return }  // not pooled: nothing to let go of
-        let before = holders.bitwiseAnd(~holder.rawValue, ordering: .acquiringAndReleasing).oldValue
-        guard before & holder.rawValue != 0, before == holder.rawValue | Self.pooledBit else { return }
+        let before = holders.bitwiseAnd(~method, ordering: .acquiringAndReleasing).oldValue & Self.holderBits
+        guard before & method != 0, before == method | Self.pooledBit else { return }
         recycle()
+    }
+
+    /// Lets go of a pooled box for the reader of the use `token` names; the last to let go
+    /// recycles it. Only once, and only for that use: a second read of the use (through a copy of
+    /// its awaiter) or a read of an earlier one lets go of nothing. Does nothing for a box that is
+    /// not pooled.
+    @usableFromInline
+    final func releaseReader(of token: UInt16) {
+        let reader = Holder.reader.rawValue
+        let mine = reader | Self.pooledBit | Self.useTag(token)
+        var holding = holders.load(ordering: .relaxed)
+        while holding & ~Holder.method.rawValue == mine {
+            let (exchanged, original) = holders.compareExchange(
+                expected: holding, desired: holding & ~reader, ordering: .acquiringAndReleasing)
+            if exchanged {
+                if holding == mine { recycle() }  // the method had let go already
+                return
+            }
+            holding = original
+        }
     }
 
     /// Resets the box for its next use and offers it to this thread's cache; a full cache lets it go.
@@ -75,10 +104,10 @@ class MachineBox<Value: Sendable>: Future<Value> {
         // The use first, as `ValueFutureSourceCore.reset()` moves its version first: from here a
         // value future of the old use gets a stale-token error, rather than a look at the box
         // being cleared or, registering, a place in the next use.
-        _ = use.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        let next = use.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         // `finished` stays set: the box holds no machine until the next use installs one.
         resetForReuse()
-        holders.store(Self.bothHolders, ordering: .relaxed)
+        holders.store(Self.holderBits | Self.useTag(next), ordering: .relaxed)
         BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
     }
 
@@ -142,7 +171,7 @@ extension MachineBox: ValueFutureSource {
     func getResult(token: UInt16) throws -> Value {
         try check(token)
         guard isCompleted else { throw ValueFutureSourceError.notCompleted }
-        defer { release(.reader) }
+        defer { releaseReader(of: token) }
         return try getResult()
     }
 }
