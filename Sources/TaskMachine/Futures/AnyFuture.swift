@@ -279,15 +279,6 @@ public class AnyFuture {
         slot.store(SlotWord.empty, ordering: .releasing)
     }
 
-    /// Adds the job `word` holds (a slot word holding one retain) as the one continuation of a
-    /// future used as a value-future source. Returns `false`, leaving the word to the caller, if
-    /// the future has completed; throws, having released it, if a continuation is registered
-    /// already.
-    @usableFromInline
-    final func addSingleContinuation(word: UInt) throws -> Bool {
-        try SlotWord.installSingle(word: word, in: slot)
-    }
-
     // MARK: Continuations
 
     /// Adds `job` to run when the future completes. Returns `false`, without keeping the job, when

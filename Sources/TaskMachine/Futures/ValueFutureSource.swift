@@ -71,13 +71,6 @@ public struct AwaitContinuation: ~Copyable, Sendable {
         Continuations.dispatch(job, mayRunInline: true)
     }
 
-    /// The continuation as a slot word holding the retain its job held: moved, with no retain and
-    /// release, into a runtime source's slot.
-    @usableFromInline
-    consuming func movedIntoWord() -> UInt {
-        job.movedIntoWord()
-    }
-
     /// Queues the continuation (to its context, or to the pool); never runs it on this thread.
     public consuming func resumeAsynchronously() {
         Continuations.dispatch(job, mayRunInline: false)

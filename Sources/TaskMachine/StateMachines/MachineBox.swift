@@ -150,7 +150,7 @@ extension MachineBox: ValueFutureSource {
     func register(_ job: Job, token: UInt16) throws {
         try check(token)
         let word = job.retainedWord()
-        guard try addSingleContinuation(word: word) else {
+        guard try SlotWord.installSingle(word: word, in: slot) else {
             return Continuations.dispatch(slotWord: word, mayRunInline: false)
         }
         // A recycle that moved past `token` after the check above (a stale copy of an awaiter,
