@@ -117,8 +117,14 @@ final class ThreadPool {
         /// Puts `job` in the LIFO slot; returns the job it held.
         @inline(__always)
         func putLifoJob(_ job: consuming Job) -> Job? {
-            let word = lifoSlot.exchange(job.movedIntoWord(), ordering: .acquiringAndReleasing)
-            return word == 0 ? nil : Job(takingRetainedWord: word)
+            putLifoJob(word: job.movedIntoWord())
+        }
+
+        /// Puts the job `word` holds (`Job.movedIntoWord()`) in the LIFO slot; returns the job it held.
+        @inline(__always)
+        func putLifoJob(word: UInt) -> Job? {
+            let previous = lifoSlot.exchange(word, ordering: .acquiringAndReleasing)
+            return previous == 0 ? nil : Job(takingRetainedWord: previous)
         }
 
         /// The next pseudo-random number (xorshift64).
@@ -171,12 +177,15 @@ final class ThreadPool {
     /// blocking call (`ThreadState.blocking`) does not come back to its LIFO slot or queue until the
     /// call returns, so what it queues goes to the global queue, as from any other thread.
     @inline(__always)
-    private var currentWorker: Worker? {
+    private var currentWorker: Unmanaged<Worker>? {
         // Unretained, with no closure (the optimizer did not inline one here): the state outlives
-        // any call on its thread.
+        // any call on its thread, and the worker's thread holds the worker for as long. A strong
+        // reference cost every job queued on a worker a retain and a release.
         guard let raw = tm_thread_state_get() else { return nil }
         unowned(unsafe) let state = Unmanaged<ThreadState>.fromOpaque(raw).takeUnretainedValue()
-        guard !state.isBlocked, let worker = state.worker, worker.pool === self else { return nil }
+        guard !state.isBlocked, let worker = state.unretainedWorker,
+            worker._withUnsafeGuaranteedRef({ $0.pool === self })
+        else { return nil }
         return worker
     }
 
@@ -188,20 +197,25 @@ final class ThreadPool {
 
     /// Queues `job`: into the calling worker's LIFO slot, or, from any other thread, the global queue.
     func enqueue(_ job: consuming Job) {
-        guard let worker = currentWorker else { return inject(job) }
-        if let previous = worker.putLifoJob(job) {
-            pushLocal(previous, on: worker)
-            // The worker's queue has stealable work now.
-            notify()
+        guard let current = currentWorker else { return inject(job) }
+        // As a word, which the closure takes with no copy of the job.
+        let word = job.movedIntoWord()
+        current._withUnsafeGuaranteedRef { worker in
+            if let previous = worker.putLifoJob(word: word) {
+                pushLocal(consume previous, on: worker)
+                // The worker's queue has stealable work now.
+                notify()
+            }
         }
     }
 
     /// Queues `job` where any worker can take it: a worker's own queue (not its LIFO slot, which
     /// others cannot steal from) when called on a worker of this pool, else the global queue.
     func enqueueStealable(_ job: consuming Job) {
-        guard let worker = currentWorker else { return inject(job) }
+        guard let current = currentWorker else { return inject(job) }
+        let word = job.movedIntoWord()
         // At the bottom of the queue, where the next steal takes it first.
-        pushLocalOldest(job, on: worker)
+        current._withUnsafeGuaranteedRef { pushLocalOldest(Job(takingRetainedWord: word), on: $0) }
         notify()
     }
 
@@ -213,11 +227,16 @@ final class ThreadPool {
     /// nothing queued, here or in the global queue, keeps the job in its LIFO slot: there is nothing
     /// for it to wait behind, and a yield in a loop then takes no lock.
     func enqueueBehind(_ job: consuming Job) {
-        guard let worker = currentWorker else { return inject(job) }
-        if !worker.hasLifoJob, nothingQueued(for: worker) {
-            _ = worker.putLifoJob(job)
-        } else {
-            inject(job, wakingAWorker: worker.hasLifoJob || worker.queue.count > 0, countsAsInjection: false)
+        guard let current = currentWorker else { return inject(job) }
+        let word = job.movedIntoWord()
+        current._withUnsafeGuaranteedRef { worker in
+            if !worker.hasLifoJob, nothingQueued(for: worker) {
+                _ = worker.putLifoJob(word: word)
+            } else {
+                inject(
+                    Job(takingRetainedWord: word), wakingAWorker: worker.hasLifoJob || worker.queue.count > 0,
+                    countsAsInjection: false)
+            }
         }
     }
 
@@ -239,11 +258,12 @@ final class ThreadPool {
     /// stays busy, after `maxRetiredNanoseconds`). A release may run a `deinit` of the user's,
     /// which then runs on that worker a little later than it would have.
     func releasingWhenIdle(_ body: (inout [Job]) -> Void) {
-        guard let worker = currentWorker else {
+        guard let current = currentWorker else {
             var retired: [Job] = []
             body(&retired)
             return
         }
+        let worker = current.takeUnretainedValue()
         if worker.retired.isEmpty { worker.retiredSince = Clock.now }
         // Moved out and back rather than passed `inout`: `body` runs continuations, and no access
         // to the list may stay open across them.
@@ -259,13 +279,13 @@ final class ThreadPool {
     /// Pushes onto the top of `worker`'s queue (its owner calls), sending overflow to the global
     /// queue.
     private func pushLocal(_ job: consuming Job, on worker: Worker) {
-        if let overflow = worker.queue.push(job) { inject(overflow) }
+        if let overflow = worker.queue.push(consume job) { inject(overflow) }
     }
 
     /// Pushes under the bottom of `worker`'s queue (its owner calls), behind every job waiting
     /// there and first in line for a thief; to the global queue when the queue is full.
     private func pushLocalOldest(_ job: consuming Job, on worker: Worker) {
-        if let overflow = worker.queue.pushOldest(job) { inject(overflow) }
+        if let overflow = worker.queue.pushOldest(consume job) { inject(overflow) }
     }
 
     /// Queues jobs on the global queue and wakes a worker. `countsAsInjection`: the jobs come from
@@ -391,10 +411,11 @@ final class ThreadPool {
         if isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
         let thread = spawnThread(name: "pool-\(worker.index)", role: .poolWorker) { [worker] in
             worker.state = ThreadState.current
-            worker.state.worker = worker
+            // Unretained: this closure holds the worker until the thread ends.
+            worker.state.unretainedWorker = Unmanaged.passUnretained(worker)
             worker.pool.runWorker(worker)
-            // Retired: the worker and its thread's state refer to each other; let both go.
-            worker.state.worker = nil
+            // Retired: the worker holds its thread's state; let it go.
+            worker.state.unretainedWorker = nil
             worker.state = nil
         }
         pthread_detach(thread)
@@ -485,10 +506,15 @@ final class ThreadPool {
         guard victims.count > 1 else { return nil }
         let start = Int(thief.nextRandom() % UInt64(victims.count))
         for offset in 0..<victims.count {
-            let victim = victims[(start + offset) % victims.count]
-            guard victim !== thief, victim.queue.count > 0, let job = victim.queue.steal(into: thief.queue) else {
-                continue
+            // Unretained (`victims` holds it): a retain and a release of another worker's object,
+            // whose owner keeps writing beside its reference count, cost each look a transfer
+            // of that cache line and back.
+            let victim = Unmanaged.passUnretained(victims[(start + offset) % victims.count])
+            let stolen = victim._withUnsafeGuaranteedRef { victim -> Job? in
+                guard victim !== thief, victim.queue.count > 0 else { return nil }
+                return victim.queue.steal(into: thief.queue)
             }
+            guard let job = stolen else { continue }
             activity.steals.add(1, ordering: .relaxed)
             return job
         }
@@ -556,7 +582,7 @@ final class ThreadPool {
     /// Called by a worker about to block in `wait()`: hands over its LIFO job and, if fewer than
     /// the target of unblocked workers would remain, starts an extra worker at once.
     func workerWillBlock() {
-        if let worker = currentWorker, let job = worker.takeLifoJob() {
+        if let worker = currentWorker?.takeUnretainedValue(), let job = worker.takeLifoJob() {
             // First in line for the worker that steals from this one while it blocks.
             pushLocalOldest(job, on: worker)
         }

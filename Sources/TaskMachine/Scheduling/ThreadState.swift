@@ -13,8 +13,12 @@ final class ThreadState {
     @exclusivity(unchecked) var synchronizationContext: SynchronizationContext?
     /// The single-threaded context whose loop runs on this thread, if any.
     @exclusivity(unchecked) var ownedContext: SynchronizationContext?
+    /// The pool worker running on this thread, if any; unretained, as the worker's thread holds
+    /// it for as long as it runs.
+    @exclusivity(unchecked) var unretainedWorker: Unmanaged<ThreadPool.Worker>?
+
     /// The pool worker running on this thread, if any.
-    @exclusivity(unchecked) var worker: ThreadPool.Worker?
+    var worker: ThreadPool.Worker? { unretainedWorker?.takeUnretainedValue() }
     /// Wakes this thread when it sleeps: in the pool, in a context's loop, or in a blocking wait.
     let parker = Parker()
     let name: String
