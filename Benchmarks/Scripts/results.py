@@ -36,8 +36,9 @@ class Result:
         return f"{self.target}: {self.name}"
 
 
-def run_suites(quick, metrics=(), targets=(), log=None):
-    """Runs the suites (all, or `targets`) and returns {key: Result}; exits if the tool fails."""
+def run_suites(quick, metrics=(), targets=(), log=None, time_only=False):
+    """Runs the suites (all, or `targets`) and returns {key: Result}; exits if the tool fails.
+    `time_only`: the benchmarks time their operations and do not count allocations."""
     export = tempfile.mkdtemp(prefix="taskmachine-benchmarks-")
     try:
         command = ["swift", "package", "--disable-sandbox", "benchmark", "--no-progress",
@@ -49,6 +50,8 @@ def run_suites(quick, metrics=(), targets=(), log=None):
         environment = dict(os.environ)
         if quick:
             environment["TASKMACHINE_BENCHMARK_QUICK"] = "1"
+        if time_only:
+            environment["TASKMACHINE_BENCHMARK_TIME_ONLY"] = "1"
         completed = subprocess.run(command, cwd=PACKAGE, env=environment, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         if log:

@@ -41,8 +41,14 @@ extension Benchmark {
 /// `TASKMACHINE_BENCHMARK_QUICK=1`): a warm-up and a few short iterations per benchmark.
 public let isQuickRun = ProcessInfo.processInfo.environment["TASKMACHINE_BENCHMARK_QUICK"] == "1"
 
-/// The metrics every benchmark reports: time and heap allocations.
-public let standardMetrics: [BenchmarkMetric] = [.wallClock, .mallocCountTotal]
+/// Whether this run only times the benchmarks (`Benchmarks/compare` sets
+/// `TASKMACHINE_BENCHMARK_TIME_ONLY=1` for its timed passes, and counts allocations in a pass of
+/// its own): counting adds a little to every allocation and free, on both sides of a comparison, in
+/// proportion to how many each makes.
+public let isTimeOnlyRun = ProcessInfo.processInfo.environment["TASKMACHINE_BENCHMARK_TIME_ONLY"] == "1"
+
+/// The metrics every benchmark reports: time and heap allocations (time alone in a timed-only run).
+public let standardMetrics: [BenchmarkMetric] = isTimeOnlyRun ? [.wallClock] : [.wallClock, .mallocCountTotal]
 
 /// A configuration for a benchmark of `operations` operations per iteration.
 ///
