@@ -162,6 +162,35 @@ final class EntryGuard: Sendable {
         never.trySucceed(1)
     }
 
+    /// A pooled method's result reaches `asFuture()`'s future through a continuation on its box:
+    /// the deadlock detector follows it there, as it follows a combinator to its result.
+    @Test func blockingOnAPooledMethodsResultAsAFutureIsDiagnosedNotHung() throws {
+        let ui = SingleThreadContext(name: "ui-pooled")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> String in
+            // Suspended on "ui-pooled", whose thread the wait below blocks.
+            let doubled = Doubled.start(reading: ValueFuture(future: promise.future)).asFuture()
+            return deadlockText { _ = try doubled.wait(timeout: .seconds(2)) }
+        }
+        #expect(try outcome.wait(timeout: .seconds(10)) == "ui-pooled: Future<Int> > Doubled > Future<Int>")
+        promise.trySucceed(1)
+    }
+
+    /// A context's `run` of an async method completes its future from a continuation on the
+    /// method's: the deadlock detector follows it there.
+    @Test func blockingOnAContextsRunOfAnAsyncMethodIsDiagnosedNotHung() throws {
+        let ui = SingleThreadContext(name: "ui-forward")
+        defer { try? ui.shutdown() }
+        let promise = Promise<Int>()
+        let doubled = ui.run { DoubleAfter.start(promise.future) }  // suspends on "ui-forward"
+        let outcome = ui.run { () -> String in
+            deadlockText { _ = try doubled.wait(timeout: .seconds(2)) }
+        }
+        #expect(try outcome.wait(timeout: .seconds(10)) == "ui-forward: Future<Int> > DoubleAfter > Future<Int>")
+        promise.trySucceed(1)
+    }
+
     @Test func aHugeTimeoutWaitsInsteadOfOverflowing() throws {
         let soon = Future.delay(.milliseconds(5))
         try soon.wait(timeout: .seconds(Int64.max))

@@ -105,7 +105,8 @@ public final class SingleThreadContext: SynchronizationContext {
         post {
             do {
                 let inner = try body()
-                inner.onCompletion(.item(ClosureWorkItem { _ = promise.future.tryComplete(from: inner) }))
+                inner.onCompletion(
+                    .item(ForwardingWorkItem(to: promise.future) { _ = promise.future.tryComplete(from: inner) }))
             } catch {
                 _ = promise.future.tryComplete(throwing: error, ownToken: CancellationToken.none)
             }

@@ -133,7 +133,7 @@ public struct ValueFuture<Value: Sendable>: ~Copyable {
     /// A future that completes with the result of the operation `token` names on `source`.
     private static func forward(source: any ValueFutureSource<Value>, token: UInt16) -> Future<Value> {
         let promise = Promise<Value>()
-        let forward = ClosureWorkItem {
+        let forward = ForwardingWorkItem(to: promise.future) {
             do { promise.trySucceed(try source.getResult(token: token)) } catch {
                 _ = promise.future.tryComplete(throwing: error, ownToken: nil)
             }

@@ -68,5 +68,26 @@ final class ClosureWorkItem: WorkItem {
     override func run() { body() }
 }
 
+/// A closure as a job that completes `output` from another future's or source's result: a
+/// forwarding continuation, such as `asFuture()`'s. It names `output`, so that the deadlock
+/// detector follows a result to the future it is forwarded to, as it follows a combinator's.
+final class ForwardingWorkItem: WorkItem {
+    private let output: AnyFuture
+    private let body: @Sendable () -> Void
+
+    init(to output: AnyFuture, _ body: @escaping @Sendable () -> Void) {
+        self.output = output
+        self.body = body
+        super.init()
+    }
+
+    override func run() { body() }
+
+    override var dependentFuture: AnyFuture? { output }
+}
+
 // Safe to share: immutable.
 extension ClosureWorkItem: @unchecked Sendable {}
+
+// Safe to share: immutable.
+extension ForwardingWorkItem: @unchecked Sendable {}
