@@ -93,6 +93,31 @@ struct FailLater: AsyncStateMachine {
         }
     }
 
+    /// `run` can throw one error: when several fire-and-forget methods fail inside it, it throws
+    /// one and the others go to the process-wide handler, before `run` returns.
+    @Test func everyFireAndForgetErrorOfAnAsyncContextIsThrownOrReported() throws {
+        let reported = Locked<[Int]>([])
+        let previous = ErrorReporting.unhandledErrorHandler
+        ErrorReporting.unhandledErrorHandler = { error in
+            if let error = error as? TestError, (15...17).contains(error.code) {
+                reported.withLock { $0.append(error.code) }
+            } else {
+                previous(error)
+            }
+        }
+        defer { ErrorReporting.unhandledErrorHandler = previous }
+        var thrown: [Int] = []
+        do {
+            try AsyncContext.run {
+                for code in 15...17 { FailLater.start(TestError(code: code)) }
+            }
+        } catch let error as TestError {
+            thrown.append(error.code)
+        }
+        #expect(thrown.count == 1)
+        #expect((thrown + reported.withLock { $0 }).sorted() == [15, 16, 17])
+    }
+
     @Test func aSingleThreadContextRoutesFireAndForgetErrorsToItsHandler() throws {
         let received = Promise<String>()
         let ui = SingleThreadContext(name: "ui-errors") { error in

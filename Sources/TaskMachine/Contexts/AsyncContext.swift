@@ -12,7 +12,8 @@ import Synchronization
 /// ```
 ///
 /// An error from a fire-and-forget method started inside is rethrown by `run` once all work is
-/// done. Work that comes back to the context after `run` has returned (an await the body started
+/// done; when several fail, `run` rethrows the first and passes the others to
+/// ``ErrorReporting/unhandledErrorHandler``. Work that comes back to the context after `run` has returned (an await the body started
 /// but did not wait for) runs on the pool instead, as it does for a shut-down
 /// ``SingleThreadContext``.
 ///
@@ -50,7 +51,8 @@ public final class AsyncContext: SynchronizationContext {
         }
     }
 
-    /// Keeps the error; ``run(_:)->_`` and ``run(_:)->()`` rethrow the first once its work is done.
+    /// Keeps the error; ``run(_:)->_`` and ``run(_:)->()`` rethrow the first once its work is done,
+    /// and pass the others to ``ErrorReporting/unhandledErrorHandler``.
     public override func reportUnhandledError(_ error: any Error) {
         let kept = errors.withLock { errors -> Bool in
             guard errors != nil else { return false }
@@ -63,8 +65,9 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `body` with an `AsyncContext` current on this thread, pumps until the future it returns
     /// and every fire-and-forget method started inside have completed, and returns the value.
     ///
-    /// - Throws: the first error of a fire-and-forget method started inside, else the body's own
-    ///   error (rethrown once the work it started is done), else the future's error.
+    /// - Throws: the first error of a fire-and-forget method started inside (the others go to
+    ///   ``ErrorReporting/unhandledErrorHandler``), else the body's own error (rethrown once the
+    ///   work it started is done), else the future's error.
     ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
     ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future can
     ///   only complete after a continuation runs on that context; the work left then goes on
@@ -85,7 +88,8 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `body` — typically one that starts fire-and-forget methods — with an `AsyncContext`
     /// current on this thread, and pumps until every operation started inside has completed.
     ///
-    /// - Throws: the first error of a fire-and-forget method started inside, or the body's error.
+    /// - Throws: the first error of a fire-and-forget method started inside (the others go to
+    ///   ``ErrorReporting/unhandledErrorHandler``), or the body's error.
     public static func run(_ body: () throws -> Void) throws {
         let context = AsyncContext()
         _ = try context.pump { try body() }
@@ -131,7 +135,11 @@ public final class AsyncContext: SynchronizationContext {
             for error in kept { ErrorReporting.reportUnhandled(error) }
             throw deadlock
         }
-        if let first = kept.first { throw first }
+        if let first = kept.first {
+            // One error can be thrown: the others go where an error nobody catches goes.
+            for error in kept.dropFirst() { ErrorReporting.reportUnhandled(error) }
+            throw first
+        }
         if let bodyError { throw bodyError }
         return bodyResult
     }
