@@ -57,7 +57,9 @@ public struct Promise<Value: Sendable>: Sendable {
         future.tryFail([error])
     }
 
-    /// Cancels the future, recording `token` as the cause.
+    /// Cancels the future, recording `token` as the cause. Like ``succeed(_:)``, it may run a
+    /// continuation inline, on this thread, unless the promise was made with
+    /// `runContinuationsAsynchronously`.
     /// - Throws: ``PromiseError/alreadyCompleted(_:)`` if the future has completed.
     public func cancel(token: CancellationToken = .none) throws {
         guard tryCancel(token: token) else { throw PromiseError.alreadyCompleted(future.settledStatus) }
