@@ -252,6 +252,66 @@ final class Seen: @unchecked Sendable {
         releaseLong.set()
     }
 
+    @Test func workQueuedAsTheSearcherGivesUpStillWakesAnIdleWorker() throws {
+        // A queuer that sees a worker searching wakes nobody: the searcher is to wake the next
+        // worker once it finds work. One that found none, and gives up just as two jobs arrive,
+        // takes one of them on its way to park: the other must not wait, while a worker idles,
+        // for the monitor.
+        let armed = Flag()
+        let gaveUp = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(
+            workerCount: 2,
+            onSearchFailed: {
+                guard armed.isSet, gaveUp.trySucceed() else { return }
+                while !proceed.isSet { usleepish() }
+            })
+        // Three workers for a target of two: an extra one, started for a worker that blocked,
+        // stays once that worker is back.
+        let firstGate = Promise<Void>()
+        let firstDone = Promise<Void>()
+        pool.enqueue(
+            job {
+                _ = try? firstGate.future.wait(timeout: .seconds(20))
+                firstDone.trySucceed()
+            })
+        let deadline = ContinuousClock.now + .seconds(20)
+        while pool.counts.workers < 3 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.workers == 3)
+        try firstGate.succeed()
+        try firstDone.future.wait(timeout: .seconds(20))
+        while pool.counts.idle < 3 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.idle == 3)
+        usleep(20_000)  // past the spin before a park
+        // A worker that blocks with two others unblocked has an idle one woken to look for work
+        // it handed over, of which there is none: that searcher gives up.
+        let secondGate = Promise<Void>()
+        pool.enqueue(
+            job {
+                armed.set()
+                _ = try? secondGate.future.wait(timeout: .seconds(20))
+            })
+        try gaveUp.future.wait(timeout: .seconds(20))
+        while pool.counts.idle < 1 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.idle == 1, "the third worker should park")
+        usleep(20_000)
+        let started = Counter()
+        let release = Flag()
+        let long = {
+            job {
+                started.increment(); while !release.isSet { usleepish() }
+            }
+        }
+        // The searcher still counts: queuing these wakes nobody.
+        pool.enqueue(contentsOf: [long(), long()])
+        proceed.set()
+        while started.count < 2 && ContinuousClock.now < deadline { usleepish() }
+        #expect(started.count == 2)
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0, "the second job waited for the monitor")
+        release.set()
+        try secondGate.succeed()
+    }
+
     @Test func whatAWorkerPutOffIsReleasedAfterAWhileEvenIfItNeverRunsOutOfWork() throws {
         // A timer batch's worker puts off the releases of what it fired (`releasingWhenIdle`); a
         // worker that never runs out of work must still release them once they have waited

@@ -21,7 +21,7 @@ import Synchronization
 ///
 /// Sleeping: a worker with nothing to do parks on its futex. Queuing work wakes one parked worker,
 /// and only when no worker is already searching for work: at most one wake-up is outstanding, and
-/// a woken worker that finds work wakes the next if more is waiting.
+/// a woken worker wakes the next if more is waiting once it finds work, or once it gives up.
 ///
 /// Blocking: a worker about to block in `wait()` hands its LIFO job over and, when fewer than the
 /// target number of workers would be left unblocked, starts an extra worker at once. A monitor
@@ -161,14 +161,18 @@ final class ThreadPool {
     /// For tests: called by a worker that has taken a batch from the global queue, before the batch
     /// reaches its own queue.
     private let onBatchInTransit: (@Sendable () -> Void)?
+    /// For tests: called by a worker woken to look for work that found none, while it still counts
+    /// as searching.
+    private let onSearchFailed: (@Sendable () -> Void)?
 
     init(
         workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000,
-        onBatchInTransit: (@Sendable () -> Void)? = nil
+        onBatchInTransit: (@Sendable () -> Void)? = nil, onSearchFailed: (@Sendable () -> Void)? = nil
     ) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
         self.onBatchInTransit = onBatchInTransit
+        self.onSearchFailed = onSearchFailed
     }
 
     // MARK: Queuing
@@ -446,8 +450,16 @@ final class ThreadPool {
                 continue
             }
             if worker.isSearching {
+                onSearchFailed?()
                 worker.isSearching = false
-                searchingCount.subtract(1, ordering: .relaxed)
+                // The last searcher gives up: a queuer that saw it searching woke nobody, counting on
+                // it to wake the next once it found work. This worker takes one job on its way to
+                // park (`parkIdle`), not the rest: wake a worker for them, as in tokio's
+                // `transition_to_parked`. The fence pairs with `notify`'s.
+                if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 {
+                    atomicMemoryFence(ordering: .sequentiallyConsistent)
+                    if hasStealableWork() { notify() }
+                }
             }
             if !worker.retired.isEmpty {
                 // Out of work: release some of what it put off, then look for work again.
