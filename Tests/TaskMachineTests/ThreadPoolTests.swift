@@ -410,6 +410,35 @@ final class Seen: @unchecked Sendable {
         #expect(pool.activitySnapshot.lifoJobsRescued == 1)
     }
 
+    @Test func aJobTheMonitorMovesFromAStuckWorkersSlotGoesToAnIdleWorkerWithNoWorkerAdded() throws {
+        // A job polls for the continuation it queued, in its LIFO slot, while the other worker
+        // idles. The monitor moves the continuation to the global queue and wakes the idle worker,
+        // which runs it: it never stood still on a queue, and no worker is added for it. Eight
+        // pools at once: the idle worker often runs the job before the monitor looks at the queues
+        // again, which hid the extra worker.
+        let pools = (0..<8).map { _ in ThreadPool(workerCount: 2) }
+        let polled = pools.map { pool in
+            let continuationRan = Promise<Void>()
+            let polled = Promise<Bool>()
+            pool.enqueue(
+                job {
+                    pool.enqueue(job { continuationRan.trySucceed() })
+                    let start = ContinuousClock.now
+                    while !continuationRan.future.isCompleted && ContinuousClock.now - start < .seconds(10) {
+                        usleep(1000)
+                    }
+                    polled.trySucceed(continuationRan.future.isCompleted)
+                })
+            return polled.future
+        }
+        for (pool, ran) in zip(pools, polled) {
+            #expect(try ran.wait(timeout: .seconds(20)))
+            #expect(pool.activitySnapshot.lifoJobsRescued == 1)
+        }
+        let added = pools.map { $0.activitySnapshot.starvationWorkersAdded }
+        #expect(added.allSatisfy { $0 == 0 }, "workers added while one idled: \(added)")
+    }
+
     @Test func aWorkerInAYieldLoopStealsFromABusyWorkersQueue() throws {
         // One worker yields in a loop with nothing queued, its job in its LIFO slot all along; the
         // other is busy until a job in its own queue has run. Every `globalQueueInterval` jobs the

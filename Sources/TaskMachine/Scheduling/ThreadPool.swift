@@ -613,8 +613,9 @@ final class ThreadPool {
 
     /// Every `starvationPeriodNanoseconds`: a worker that finished no job since the last look and
     /// holds a LIFO job, which no other worker can take, gives it up to the global queue; then, if
-    /// work is queued and no worker at all finished a job, every worker is stuck in a long job: add
-    /// one.
+    /// work was queued before that and no worker at all finished a job, every worker is stuck in a
+    /// long job: add one (a LIFO job given up with no idle worker to take it gets one at the next
+    /// look).
     private func runMonitor() {
         var lastCompleted: UInt64 = 0
         while true {
@@ -622,6 +623,9 @@ final class ThreadPool {
             let (workers, canGrow) = control.withLock { control in
                 (control.workers, control.workers.count < targetWorkerCount + Self.maxExtraWorkers)
             }
+            // Before the LIFO jobs below are queued: those have not stood still on a queue, and an
+            // idle worker that their queuing wakes runs them.
+            let queued = hasStealableWork()
             var completed: UInt64 = 0
             for worker in workers {
                 let done = worker.completed.load(ordering: .relaxed)
@@ -632,7 +636,7 @@ final class ThreadPool {
                 }
                 worker.completedAtLastLook = done
             }
-            if completed == lastCompleted && canGrow && hasStealableWork() {
+            if completed == lastCompleted && canGrow && queued {
                 activity.starvationWorkersAdded.add(1, ordering: .relaxed)
                 startWorker(isExtra: true)
             }
