@@ -577,6 +577,21 @@ final class Seen: @unchecked Sendable {
         #expect(released.withLock { $0.sorted() } == Array(0..<12), "the queue released the five it still held")
     }
 
+    @Test func aParkWhoseDeadlineIsPastWhatTheClockCountsWaitsForItsUnpark() {
+        // The deadline is the clock plus the timeout: a timeout that overflows it is that far off,
+        // not a wrapped deadline, whose time left then overflowed (a trap).
+        let parker = Parker()
+        let woken = Locked<Bool?>(nil)
+        let thread = spawnThread(name: "far-park", role: .other) {
+            let result = parker.park(timeoutNanoseconds: .max)
+            woken.withLock { $0 = result }
+        }
+        usleep(50_000)  // far past the spin before the park
+        parker.unpark()
+        pthread_join(thread, nil)
+        #expect(woken.withLock { $0 } == true, "the park timed out before its unpark")
+    }
+
     @Test func theSharedPoolReportsItsActivity() throws {
         let futures = (0..<1000).map { index in Future.run { index } }
         for future in futures { _ = try future.wait(timeout: .seconds(10)) }

@@ -31,7 +31,8 @@ final class Parker {
 
     deinit { word.deallocate() }
 
-    /// Blocks until `unpark` is called, or until `timeoutNanoseconds` pass (negative: no limit).
+    /// Blocks until `unpark` is called, or until `timeoutNanoseconds` pass (negative, or past what
+    /// the clock counts: no limit).
     /// Returns `false` when the time ran out without a token. May return early (spuriously):
     /// callers re-check their condition in a loop.
     ///
@@ -41,8 +42,12 @@ final class Parker {
     ///   trip kept its gain without them.
     @discardableResult
     func park(timeoutNanoseconds: Int64 = -1, yielding: Bool = true) -> Bool {
-        // From the call, not from the end of the spin, which on a busy machine can take a while.
-        let deadline = timeoutNanoseconds < 0 ? Int64.max : tm_monotonic_nanoseconds() &+ timeoutNanoseconds
+        // From the call, not from the end of the spin, which on a busy machine can take a while. A
+        // deadline past what the clock counts is no limit: wrapped, it was in the past, and the
+        // time left below overflowed.
+        let (end, overflow) = tm_monotonic_nanoseconds().addingReportingOverflow(max(0, timeoutNanoseconds))
+        let timeoutNanoseconds = overflow ? -1 : timeoutNanoseconds
+        let deadline = timeoutNanoseconds < 0 ? Int64.max : end
         for iteration in 0..<Parker.spinIterations {
             if tm_atomic_compare_exchange_u32(word, Parker.notified, Parker.empty) != 0 { return true }
             if yielding && iteration % Parker.pausesPerYield == Parker.pausesPerYield - 1 {
