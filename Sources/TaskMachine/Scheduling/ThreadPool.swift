@@ -371,16 +371,19 @@ final class ThreadPool {
         // for work: either it sees this work, or this sees it idle.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         guard idleCount.load(ordering: .relaxed) > 0, searchingCount.load(ordering: .relaxed) == 0 else { return }
-        let woken = control.withLock { control -> Worker? in
+        // The parker is read under the lock, while the worker is still on the idle list: a worker
+        // leaves the list under this lock before it retires and clears its `state`, and one taken
+        // off the list here does not retire before it is on the list again.
+        let woken = control.withLock { control -> Parker? in
             guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else { return nil }
             idleCount.subtract(1, ordering: .relaxed)
             searchingCount.add(1, ordering: .relaxed)
             worker.notified.store(true, ordering: .relaxed)
-            return worker
+            return worker.state.parker
         }
         guard let woken else { return }
         activity.wakeUps.add(1, ordering: .relaxed)
-        woken.state.parker.unpark()
+        woken.unpark()
     }
 
     /// Whether any queue the workers share holds work.
