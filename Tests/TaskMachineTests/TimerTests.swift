@@ -282,6 +282,35 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         #expect(eventually { released == nil })
     }
 
+    @Test func aSourceDroppedWithItsTimerPendingStillCancelsAWaitOnItsToken() throws {
+        // `waiting(cancellation:)` keeps no token source alive, so the timer of `cancel(after:)`
+        // must: a source made for a timeout and dropped at once still cancels, then goes.
+        weak var weakSource: CancellationTokenSource?
+        do {
+            let never = Promise<Int>()
+            let output = never.future.waiting(
+                cancellation: try CancellationTokenSource(cancelAfter: .milliseconds(5)).token)
+            let error = #expect(throws: OperationCancelledError.self) { try output.wait(timeout: .seconds(10)) }
+            #expect(error?.token == output.cancellationToken)
+            weakSource = error?.token.source
+        }
+        // The output and its error held the token (and the promise held the output, through the
+        // forwarder still in its slot); with them gone and the timer fired, nothing keeps the source.
+        #expect(eventually { weakSource == nil })
+    }
+
+    @Test func aSourceWhoseTimerCanNeverFireIsFreedWhenDropped() throws {
+        // A pending timer keeps its source; one that would never fire is not made at all, and
+        // replacing an earlier one with it takes that one out.
+        weak var weakSource: CancellationTokenSource?
+        do {
+            let source = try CancellationTokenSource(cancelAfter: .seconds(3600))
+            try source.cancel(after: .seconds(UInt64.max))
+            weakSource = source
+        }
+        #expect(weakSource == nil)
+    }
+
     @Test func cancellingAfterTheDelayFiredChangesNothing() throws {
         let source = CancellationTokenSource()
         let delay = Future.delay(.milliseconds(2), cancellation: source.token)

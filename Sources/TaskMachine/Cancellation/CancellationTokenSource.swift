@@ -169,8 +169,8 @@ public final class CancellationTokenSource {
 
     deinit {
         guard let extras = withLock({ $0.extras }) else { return }
+        // No timer is pending here: a pending timer holds its source (see `CancelTimer`).
         for link in extras.links { link.unregister() }
-        extras.timer?.cancel()
     }
 
     /// The token to hand to operations.
@@ -218,6 +218,11 @@ public final class CancellationTokenSource {
     }
 
     /// Schedules cancellation after `delay`, replacing an earlier schedule. A zero delay cancels now.
+    ///
+    /// The timer keeps the source alive until it fires, so a source that nothing else holds still
+    /// cancels the operations holding its token; cancelling the source ends the timer at once. A
+    /// delay too long for the runtime's clock (`Int64.max` nanoseconds from now) never ends: it
+    /// only takes the earlier schedule out.
     /// - Throws: ``InvalidArgumentError`` if `delay` is negative.
     public func cancel(after delay: Duration) throws {
         guard delay >= .zero else {
@@ -228,7 +233,10 @@ public final class CancellationTokenSource {
             cancel()
             return
         }
-        let timer = CancelTimer(source: self, delay: delay)
+        // A delay past what the clock counts never ends: no timer, which would keep the source for
+        // good, only the earlier one taken out.
+        let deadline = Clock.deadline(after: delay)
+        let timer = deadline == .max ? nil : CancelTimer(source: self, deadline: deadline)
         // Checked again under the lock, against a `cancel()` since the check above: one that went
         // through the lock first is seen here, and one that goes through it after takes this
         // timer out and cancels it. Either way no timer outlives the cancellation.
@@ -239,7 +247,7 @@ public final class CancellationTokenSource {
             return (extras.timer, true)
         }
         previous?.cancel()
-        guard stored else { return }
+        guard stored, let timer else { return }
         TimerQueue.shared.schedule(timer)
     }
 
@@ -295,20 +303,26 @@ public final class CancellationTokenSource {
 }
 
 /// The timer behind `cancel(after:)`.
+///
+/// It holds its source until it fires or is cancelled, as the wheel holds it: an operation may
+/// hold nothing of the source but its callback there (`waiting(timeout:cancellation:)` does), so
+/// a source made for a timeout and dropped at once must live until its time comes. The cycle
+/// through the source's extras lasts only while the timer is pending: `cancel()` and a later
+/// `cancel(after:)` take the timer out of them, and firing calls `cancel()`.
 final class CancelTimer: TimerEntry {
-    private weak var source: CancellationTokenSource?
+    private let source: CancellationTokenSource
 
-    init(source: CancellationTokenSource, delay: Duration) {
+    init(source: CancellationTokenSource, deadline: Int64) {
         self.source = source
-        super.init(deadline: Clock.deadline(after: delay))
+        super.init(deadline: deadline)
     }
 
     override func fire() {
-        source?.cancel()
+        source.cancel()
     }
 }
 
-// Safe to share: its source reference is weak and set once.
+// Safe to share: immutable.
 extension CancelTimer: @unchecked Sendable {}
 
 // Safe to share: the state is touched only under the lock in the object's own word; the flag is atomic.
