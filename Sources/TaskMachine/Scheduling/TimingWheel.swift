@@ -8,9 +8,9 @@
 /// lower ones, and the timers of a level-0 slot expire. Each level keeps a 64-bit mask of its
 /// non-empty slots, so finding the next deadline is a rotate and a count of trailing zeros.
 ///
-/// Unlike tokio, a timer beyond the wheel's span (it and `elapsed` differ above bit 36, such as
-/// `Duration.seconds(Int64.max)`) goes to one unordered "far" list, looked at once each time
-/// `elapsed` enters a new 2^36-tick block, instead of wrapping round the top level.
+/// Unlike tokio, a timer beyond the wheel's span (it and `elapsed` differ in bit 36 or above,
+/// such as `Duration.seconds(Int64.max)`) goes to one unordered "far" list, looked at once each
+/// time `elapsed` enters a new 2^36-tick block, instead of wrapping round the top level.
 ///
 /// Each slot is an array of timers, not a linked list: a timer knows its place and its index
 /// there (`TimerLinks`), so removing a cancelled one moves the slot's last timer into its index.
