@@ -134,6 +134,19 @@ struct ResumeWhere: AsyncStateMachine {
         #expect(seen.withLock { $0 } == "ui-send")
     }
 
+    @Test func sendToAnAsyncContextFromAnotherThreadRunsOnThePumpingThread() throws {
+        let caller = RuntimeThread.current
+        let sentOn = try AsyncContext.run { () -> Future<RuntimeThread> in
+            let context = SynchronizationContext.current!
+            return Future.run {
+                let seen = Locked<RuntimeThread?>(nil)
+                context.send { seen.withLock { $0 = RuntimeThread.current } }
+                return seen.withLock { $0 }!
+            }
+        }
+        #expect(sentOn == caller)
+    }
+
     @Test func currentIsPerThread() throws {
         let ui = SingleThreadContext(name: "ui-current")
         defer { try? ui.shutdown() }

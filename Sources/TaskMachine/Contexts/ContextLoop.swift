@@ -77,6 +77,21 @@ final class ContextLoop {
         }
     }
 
+    /// Runs `work` on the loop's thread and returns once it has run: inline on that thread itself,
+    /// and once the loop has stopped for good. A pool worker that waits here counts as blocked.
+    func send(_ work: @Sendable () -> Void) {
+        if isOwnedByCurrentThread || hasExited {
+            work()
+            return
+        }
+        withoutActuallyEscaping(work) { work in
+            let job = SendJob(work)
+            // Stopped between the check above and now: run it here rather than wait for ever.
+            guard push(.item(job)) else { return job.run() }
+            job.waitUntilRun()
+        }
+    }
+
     /// Stops the loop for good at once, for a pump that has returned: later pushes are refused,
     /// and what was queued meanwhile is handed back.
     func close() -> [Job] {
@@ -110,6 +125,38 @@ final class ContextLoop {
 
 // State is under the mutexes.
 extension ContextLoop: @unchecked Sendable {}
+
+/// The job behind `send`: runs a borrowed closure, drops it, then wakes the sender, so the closure
+/// never outlives the `send` call that lent it.
+private final class SendJob: WorkItem {
+    // Cleared by `run` before the sender is woken; read and written only by the one job run.
+    private var work: (@Sendable () -> Void)?
+    private let finished = Atomic<Bool>(false)
+    private let sender = ThreadState.current.parker
+
+    init(_ work: @escaping @Sendable () -> Void) {
+        self.work = work
+        super.init()
+    }
+
+    override func run() {
+        work?()
+        work = nil
+        finished.store(true, ordering: .releasing)
+        sender.unpark()
+    }
+
+    func waitUntilRun() {
+        let thread = ThreadState.current
+        Continuations.releaseDeferred(thread)
+        thread.blocking {
+            while !finished.load(ordering: .acquiring) { sender.park() }
+        }
+    }
+}
+
+// Safe to share: `work` is touched by the one run, before the releasing store the sender waits for.
+extension SendJob: @unchecked Sendable {}
 
 /// What a suspended state machine awaits, for the chain a `DeadlockError` names.
 enum SuspendedOn {

@@ -72,16 +72,7 @@ public final class SingleThreadContext: SynchronizationContext {
     /// thread, and after ``shutdown()``, it runs inline on the calling thread. A pool worker that
     /// waits here counts as blocked, as in ``Future/wait()``: the pool makes up for it at once.
     public override func send(_ work: @Sendable () -> Void) {
-        if isCurrentThread || loop!.hasExited {
-            work()
-            return
-        }
-        withoutActuallyEscaping(work) { work in
-            let job = SendJob(work)
-            // Stopped between the check above and now: run it here rather than wait for ever.
-            guard loop!.push(.item(job)) else { return job.run() }
-            job.waitUntilRun()
-        }
+        loop!.send(work)
     }
 
     /// Runs `body` on this context's thread and returns a future of its result. An error `body`
@@ -159,35 +150,3 @@ public final class SingleThreadContext: SynchronizationContext {
 
 // Safe to share: its state is atomics, a mutex and the loop's mutex.
 extension SingleThreadContext: @unchecked Sendable {}
-
-/// The job behind `send`: runs a borrowed closure, drops it, then wakes the sender, so the closure
-/// never outlives the `send` call that lent it.
-private final class SendJob: WorkItem {
-    // Cleared by `run` before the sender is woken; read and written only by the one job run.
-    private var work: (@Sendable () -> Void)?
-    private let finished = Atomic<Bool>(false)
-    private let sender = ThreadState.current.parker
-
-    init(_ work: @escaping @Sendable () -> Void) {
-        self.work = work
-        super.init()
-    }
-
-    override func run() {
-        work?()
-        work = nil
-        finished.store(true, ordering: .releasing)
-        sender.unpark()
-    }
-
-    func waitUntilRun() {
-        let thread = ThreadState.current
-        Continuations.releaseDeferred(thread)
-        thread.blocking {
-            while !finished.load(ordering: .acquiring) { sender.park() }
-        }
-    }
-}
-
-// Safe to share: `work` is touched by the one run, before the releasing store the sender waits for.
-extension SendJob: @unchecked Sendable {}
