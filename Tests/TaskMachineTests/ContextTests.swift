@@ -147,6 +147,30 @@ struct ResumeWhere: AsyncStateMachine {
         #expect(sentOn == caller)
     }
 
+    @Test func aShutdownDeepInAChainOfInlineContinuationsLetsTheDeferredOnesRun() throws {
+        let ui = SingleThreadContext(name: "ui-join")
+        let promises = (0..<20).map { _ in Promise<Void>() }
+        // Queued on "ui-join" before the chain starts: the shutdown below waits for it to finish,
+        // and it waits for the end of the chain.
+        let started = Promise<Void>()
+        let drained = ui.run { () -> Bool in
+            started.trySucceed()
+            return (try? promises[19].future.wait(timeout: .seconds(10))) != nil
+        }
+        try started.future.wait(timeout: .seconds(10))
+        for index in 0..<19 {
+            let next = promises[index + 1]
+            promises[index].future.configureAwait(false).getAwaiter().onCompleted {
+                next.trySucceed()
+                // Deep in the trampoline: the continuation of `next` is deferred to the outermost
+                // frame, below this one, which cannot run it before the shutdown returns.
+                if index == 15 { try? ui.shutdown() }
+            }
+        }
+        promises[0].trySucceed()
+        #expect(try drained.wait(timeout: .seconds(20)), "the chain stalled until the context's wait timed out")
+    }
+
     @Test func currentIsPerThread() throws {
         let ui = SingleThreadContext(name: "ui-current")
         defer { try? ui.shutdown() }

@@ -141,8 +141,11 @@ public final class SingleThreadContext: SynchronizationContext {
             return
         }
         loop!.stop()
-        // The thread runs what is queued before it exits, which may wait for the pool.
-        ThreadState.current.blocking { _ = pthread_join(handle, nil) }
+        // The thread runs what is queued before it exits, which may wait for the pool, or for
+        // continuations this thread deferred: they must not wait for the join.
+        let caller = ThreadState.current
+        Continuations.releaseDeferred(caller)
+        caller.blocking { _ = pthread_join(handle, nil) }
         RuntimeStatistics.contextThreadExited()
         exited.trySucceed()
     }
