@@ -107,6 +107,20 @@ struct DoubleAfter: AsyncStateMachine {
         #expect(!text.contains("wait()"), "\(text)")
     }
 
+    @Test func waitingOnAContextsThreadForWhatItsRunQueuedThereIsDiagnosed() throws {
+        let ui = SingleThreadContext(name: "ui-run-wait")
+        defer { try? ui.shutdown() }
+        let outcome = ui.run { () -> [String] in
+            // Both bodies are queued behind this job, on the thread the wait would block.
+            [
+                deadlockText { _ = try ui.run { 1 }.wait(timeout: .seconds(2)) },
+                deadlockText { _ = try ui.run { Future.succeeded(2) }.wait(timeout: .seconds(2)) },
+            ]
+        }
+        let expected = "ui-run-wait: Future<Int> > SingleThreadContext.run"
+        #expect(try outcome.wait(timeout: .seconds(20)) == [expected, expected])
+    }
+
     @Test func aDeadlockThroughNestedMethodsNamesTheWholeChain() throws {
         let ui = SingleThreadContext(name: "ui-chain")
         defer { try? ui.shutdown() }

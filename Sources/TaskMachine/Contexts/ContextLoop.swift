@@ -117,7 +117,8 @@ final class ContextLoop {
         _ = state.withLock { $0.suspended.removeValue(forKey: ObjectIdentifier(box)) }
     }
 
-    /// The state machines that will resume on this loop, with what each awaits.
+    /// The state machines that will resume on this loop, and the futures of bodies a context's
+    /// `run` queued on it, with what each awaits.
     var suspendedBoxes: [(box: AnyFuture, awaiting: SuspendedOn)] {
         state.withLock { Array($0.suspended.values) }
     }
@@ -161,7 +162,7 @@ extension SendJob: @unchecked Sendable {}
 /// What a suspended state machine awaits, for the chain a `DeadlockError` names.
 enum SuspendedOn {
     case future(AnyFuture)
-    /// Something that is not a future: a value-future source, a yield.
+    /// Something that is not a future: a value-future source, a yield, a context's `run` body.
     case other(StaticString)
 
     var name: String {

@@ -80,7 +80,7 @@ public final class SingleThreadContext: SynchronizationContext {
     /// stop, as for a ``Future/run(cancellation:_:)`` given none.
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) -> Future<Value> {
         let promise = Promise<Value>()
-        post {
+        post(completing: promise.future) {
             do { promise.trySucceed(try body()) } catch {
                 _ = promise.future.tryComplete(throwing: error, ownToken: CancellationToken.none)
             }
@@ -93,7 +93,7 @@ public final class SingleThreadContext: SynchronizationContext {
     /// it (a cancellation error included).
     public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Future<Value>) -> Future<Value> {
         let promise = Promise<Value>()
-        post {
+        post(completing: promise.future) {
             do {
                 let inner = try body()
                 inner.onCompletion(
@@ -103,6 +103,18 @@ public final class SingleThreadContext: SynchronizationContext {
             }
         }
         return promise.future
+    }
+
+    /// Posts `body`, which completes `future`, and records `future` on the loop until `body` starts:
+    /// a `wait()` for it on this context's thread would block the only thread that can run `body`,
+    /// and the deadlock detector names it.
+    private func post(completing future: AnyFuture, _ body: @escaping @Sendable () -> Void) {
+        let loop = loop!
+        loop.trackSuspended(future, awaiting: .other("SingleThreadContext.run"))
+        post {
+            loop.untrackSuspended(future)
+            body()
+        }
     }
 
     public override func operationStarted() {
