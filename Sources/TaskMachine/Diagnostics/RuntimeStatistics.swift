@@ -11,7 +11,8 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     public var busyWorkers: Int
     /// Workers parked, waiting for work.
     public var idleWorkers: Int
-    /// Workers blocked in `wait()`.
+    /// Workers blocked in `wait()`, in a context's `send` or `shutdown()`, or pumping an
+    /// `AsyncContext`.
     public var blockedWorkers: Int
     /// Timer threads alive: 0 before the first timer, then 1.
     public var timerThreads: Int
