@@ -184,7 +184,9 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         let order = Locked<[Int]>([])
         let lengths = [5, 2, 7, 0, 4, 1, 6, 3]
         let delays = lengths.map { length in
-            let delay = Future.delay(.milliseconds(20 + 25 * length))
+            // 75 ms apart: each continuation runs on whichever worker fires its delay, and a worker
+            // descheduled on a loaded machine (25 ms apart, seen once) lets the next one overtake it.
+            let delay = Future.delay(.milliseconds(20 + 75 * length))
             delay.getAwaiter().onCompleted { order.withLock { $0.append(length) } }
             return delay
         }
