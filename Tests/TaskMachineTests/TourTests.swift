@@ -1,5 +1,6 @@
 import CAllocationCounter
 import Synchronization
+import TaskMachine
 import TaskMachineTour
 import Testing
 
@@ -158,5 +159,31 @@ private func stepNumbers(_ lines: [String]) -> [Int] {
         #expect(line("reading the kept awaiter again:", in: lines).contains("stale value-future token 0"))
         #expect(line("a second continuation for the same operation:", in: lines).contains("already has a continuation"))
         #expect(lines.last == "the first continuation ran with 8")
+    }
+
+    /// While section 8 shows where a fire-and-forget error goes with no context, it stands in for
+    /// the process-wide handler; an error of anyone else's that arrives meanwhile must still reach
+    /// the handler that was there.
+    @Test func theFireAndForgetDemoPassesOtherErrorsToTheHandlerItReplaced() throws {
+        let received = Promise<Int>()
+        let previous = ErrorReporting.unhandledErrorHandler
+        ErrorReporting.unhandledErrorHandler = { error in
+            if let error = error as? TestError, error.code == 81 {
+                received.trySucceed(error.code)
+            } else {
+                previous(error)
+            }
+        }
+        defer { ErrorReporting.unhandledErrorHandler = previous }
+
+        let section = try #require(Tour.section(numbered: 8))
+        try section.run(
+            into: TourOutput { line in
+                // Written while the demo's own handler is in place.
+                if line.hasSuffix("started with no context: the error went to ErrorReporting.unhandledErrorHandler") {
+                    ErrorReporting.unhandledErrorHandler(TestError(code: 81))
+                }
+            })
+        #expect(try received.future.wait(timeout: .seconds(1)) == 81)
     }
 }
