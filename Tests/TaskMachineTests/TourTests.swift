@@ -135,6 +135,9 @@ private func stepNumbers(_ lines: [String]) -> [Int] {
         let lines = try liveOutput(ofSection: 7)
         #expect(stepNumbers(lines) == [1, 2, 3, 4, 5])
         #expect(lines.count == 5)
+        // The lesson's challenge names the awaited method PourAsync().
+        #expect(lines.first == "1. start: main calls pour() and does not await it yet")
+        #expect(line("2. ", in: lines).hasPrefix("2. pour():"))
     }
 
     @Test func theCommonErrorsAreCaughtAndReported() throws {

@@ -11,31 +11,31 @@ enum ResumeOrderSection {
     )
 
     static func run(_ output: TourOutput) throws {
-        try AsyncContext.run { Pour.start(output) }
+        try AsyncContext.run { PourMain.start(output) }
     }
 }
 
-/// `main`: starts `fill()`, does its own work, then awaits `fill()`.
-private struct Pour: TourStateMachine {
+/// `main`: starts `pour()`, does its own work, then awaits `pour()`.
+private struct PourMain: TourStateMachine {
     var builder = FutureMethodBuilder<Void>()
     var state = 0
-    var filling: FutureAwaiter<Void>?
+    var pouring: FutureAwaiter<Void>?
     let output: TourOutput
 
     mutating func moveNext() {
         do {
             switch state {
             case 0:
-                output("1. start: main calls fill() and does not await it yet")
-                let future = Fill.start(output)
-                output("3. main carries on while fill() is paused at its await")
+                output("1. start: main calls pour() and does not await it yet")
+                let future = Pour.start(output)
+                output("3. main carries on while pour() is paused at its await")
                 let awaiter = future.getAwaiter()
-                filling = awaiter
+                pouring = awaiter
                 if suspends(on: awaiter, resumingAt: 1) { return }
                 fallthrough
             default:
-                try filling!.getResult()
-                output("5. done: main's await of fill() completed")
+                try pouring!.getResult()
+                output("5. done: main's await of pour() completed")
                 builder.setResult()
             }
         } catch {
@@ -44,14 +44,14 @@ private struct Pour: TourStateMachine {
     }
 
     static func start(_ output: TourOutput) -> Future<Void> {
-        var machine = Pour(output: output)
+        var machine = PourMain(output: output)
         FutureMethodBuilder.start(&machine)
         return machine.builder.future
     }
 }
 
-/// `fill()`: one line, an await of `Future.yield()`, one line.
-private struct Fill: TourStateMachine {
+/// `pour()`: one line, an await of `Future.yield()`, one line.
+private struct Pour: TourStateMachine {
     var builder = FutureMethodBuilder<Void>()
     var state = 0
     var yielding: YieldAwaiter?
@@ -60,20 +60,20 @@ private struct Fill: TourStateMachine {
     mutating func moveNext() {
         switch state {
         case 0:
-            output("2. fill(): before its await")
+            output("2. pour(): before its await")
             let awaiter = Future.yield().getAwaiter()
             yielding = awaiter
             if suspends(on: awaiter, resumingAt: 1) { return }
             fallthrough
         default:
             yielding!.getResult()
-            output("4. fill(): after its await, resumed from the context's queue")
+            output("4. pour(): after its await, resumed from the context's queue")
             builder.setResult()
         }
     }
 
     static func start(_ output: TourOutput) -> Future<Void> {
-        var machine = Fill(output: output)
+        var machine = Pour(output: output)
         FutureMethodBuilder.start(&machine)
         return machine.builder.future
     }
