@@ -18,7 +18,9 @@ struct TourCommand: ParsableCommand {
         abstract: "Walk through async internals, every example running on the TaskMachine runtime."
     )
 
-    @Option(name: .long, help: "Run only this section (1-\(Tour.sections.count)).")
+    // Unconditional, so that `--section -1` reaches `validate()` as a number and is refused as
+    // one, rather than taken for an option and reported as a missing value.
+    @Option(name: .long, parsing: .unconditional, help: "Run only this section (1-\(Tour.sections.count)).")
     var section: Int?
 
     @Flag(name: .long, help: "List the sections and exit.")

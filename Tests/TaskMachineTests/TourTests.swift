@@ -1,4 +1,5 @@
 import CAllocationCounter
+import Foundation
 import Synchronization
 import TaskMachine
 import TaskMachineTour
@@ -39,12 +40,41 @@ private func stepNumbers(_ lines: [String]) -> [Int] {
     }
 }
 
+/// Runs the `taskmachine` command built beside this test bundle with `arguments`, and returns its
+/// exit status and what it wrote to standard error.
+private func runCommand(_ arguments: [String]) throws -> (status: Int32, errorText: String) {
+    let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    let command = folder.appendingPathComponent("taskmachine")
+    try #require(FileManager.default.isExecutableFile(atPath: command.path), "no taskmachine in \(folder.path)")
+    let process = Process()
+    process.executableURL = command
+    process.arguments = arguments
+    let errors = Pipe()
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = errors
+    try process.run()
+    let data = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 // Serialized: section 4 counts the runtime's threads, which the contexts of section 8 would change.
 @Suite(.serialized) struct TourTests {
     @Test func theSectionsAreNumberedOneToEightAndOtherNumbersAreRefused() {
         #expect(Tour.sections.map(\.number) == Array(1...8))
         #expect(Tour.section(numbered: 0) == nil)
         #expect(Tour.section(numbered: 9) == nil)
+    }
+
+    @Test func theCommandRefusesASectionNumberOutOfRangeNegativeOrNotANumber() throws {
+        for section in ["9", "0", "-1"] {
+            let (status, errorText) = try runCommand(["tour", "--section", section])
+            #expect(status != 0)
+            #expect(errorText.contains("There is no section \(section). Valid sections:"), "\(errorText)")
+        }
+        let (status, errorText) = try runCommand(["tour", "--section", "four"])
+        #expect(status != 0)
+        #expect(errorText.contains("The value 'four' is invalid for '--section <section>'"), "\(errorText)")
     }
 
     @Test func continuationsRunAfterTheCallerGoesOnAndBComesAfterTheDelay() throws {
