@@ -40,20 +40,24 @@ private func stepNumbers(_ lines: [String]) -> [Int] {
     }
 }
 
-/// Runs the `taskmachine` command built beside this test bundle with `arguments`, and returns its
-/// exit status and what it wrote to standard error.
-private func runCommand(_ arguments: [String]) throws -> (status: Int32, errorText: String) {
+/// Runs the `taskmachine` command built beside this test bundle with `arguments`, its environment
+/// changed by `environment`, and returns its exit status and what it wrote to standard output and
+/// standard error.
+private func runCommand(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+    status: Int32, output: String
+) {
     let folder = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
     let command = folder.appendingPathComponent("taskmachine")
     try #require(FileManager.default.isExecutableFile(atPath: command.path), "no taskmachine in \(folder.path)")
     let process = Process()
     process.executableURL = command
     process.arguments = arguments
-    let errors = Pipe()
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = errors
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
     try process.run()
-    let data = errors.fileHandleForReading.readDataToEndOfFile()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
@@ -68,13 +72,13 @@ private func runCommand(_ arguments: [String]) throws -> (status: Int32, errorTe
 
     @Test func theCommandRefusesASectionNumberOutOfRangeNegativeOrNotANumber() throws {
         for section in ["9", "0", "-1"] {
-            let (status, errorText) = try runCommand(["tour", "--section", section])
+            let (status, output) = try runCommand(["tour", "--section", section])
             #expect(status != 0)
-            #expect(errorText.contains("There is no section \(section). Valid sections:"), "\(errorText)")
+            #expect(output.contains("There is no section \(section). Valid sections:"), "\(output)")
         }
-        let (status, errorText) = try runCommand(["tour", "--section", "four"])
+        let (status, output) = try runCommand(["tour", "--section", "four"])
         #expect(status != 0)
-        #expect(errorText.contains("The value 'four' is invalid for '--section <section>'"), "\(errorText)")
+        #expect(output.contains("The value 'four' is invalid for '--section <section>'"), "\(output)")
     }
 
     @Test func continuationsRunAfterTheCallerGoesOnAndBComesAfterTheDelay() throws {
@@ -192,6 +196,16 @@ private func runCommand(_ arguments: [String]) throws -> (status: Int32, errorTe
         #expect(line("reading the kept awaiter again:", in: lines).contains("stale value-future token 0"))
         #expect(line("a second continuation for the same operation:", in: lines).contains("already has a continuation"))
         #expect(lines.last == "the first continuation ran with 8")
+    }
+
+    /// A compiler that refuses even the single await proves nothing about the second one: the tour
+    /// must not present its refusal as the compiler catching a double await.
+    @Test func aCompilerThatRefusesEvenOneAwaitIsNotShownAsCatchingTheSecond() throws {
+        let (status, output) = try runCommand(["tour", "--section", "8"], environment: ["SWIFTC": "/bin/false"])
+        #expect(status == 0)
+        #expect(output.contains("one await of a ValueFuture: does not compile"), "\(output)")
+        #expect(!output.contains("refused by the compiler"), "\(output)")
+        #expect(output.contains("(d) Misusing a pooled ValueFutureSourceCore"))
     }
 
     /// While section 8 shows where a fire-and-forget error goes with no context, it stands in for
