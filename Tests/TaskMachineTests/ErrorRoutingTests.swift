@@ -1,7 +1,19 @@
+import Foundation
 import Synchronization
 import Testing
 
 @testable import TaskMachine
+
+/// Held by every test that stands in for the process-wide handler, for as long as it does: tests
+/// run in parallel, and two that swapped it at once could each put back a handler the other had
+/// replaced, so that an error reached the default handler, which ends the test process.
+func standingInForTheProcessWideHandler<Result>(_ body: () throws -> Result) rethrows -> Result {
+    handlerSwaps.lock()
+    defer { handlerSwaps.unlock() }
+    return try body()
+}
+
+private let handlerSwaps = NSLock()
 
 /// A fire-and-forget method (`async void`) that awaits a delay, then throws.
 struct FailLater: AsyncStateMachine {
@@ -50,6 +62,10 @@ struct FailLater: AsyncStateMachine {
     /// Runs `body` with the process-wide handler catching the `TestError` of `code` into the
     /// promise it passes (other errors go on to the handler that was there), then puts it back.
     func catchingUnhandled(code: Int, _ body: (Promise<Int>) throws -> Void) throws {
+        try standingInForTheProcessWideHandler { try catchingUnhandledAlone(code: code, body) }
+    }
+
+    private func catchingUnhandledAlone(code: Int, _ body: (Promise<Int>) throws -> Void) throws {
         let received = Promise<Int>()
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in
@@ -96,6 +112,10 @@ struct FailLater: AsyncStateMachine {
     /// `run` can throw one error: when several fire-and-forget methods fail inside it, it throws
     /// one and the others go to the process-wide handler, before `run` returns.
     @Test func everyFireAndForgetErrorOfAnAsyncContextIsThrownOrReported() throws {
+        try standingInForTheProcessWideHandler { try everyErrorIsThrownOrReported() }
+    }
+
+    private func everyErrorIsThrownOrReported() throws {
         let reported = Locked<[Int]>([])
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in

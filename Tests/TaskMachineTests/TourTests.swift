@@ -175,7 +175,8 @@ private func runCommand(_ arguments: [String], environment: [String: String] = [
     }
 
     @Test func theCommonErrorsAreCaughtAndReported() throws {
-        let lines = try liveOutput(ofSection: 8)
+        // The section stands in for the process-wide handler for a moment.
+        let lines = try standingInForTheProcessWideHandler { try liveOutput(ofSection: 8) }
 
         let deadlock = line("wait() would deadlock:", in: lines)
         #expect(deadlock.contains("AddAfterDelay awaits delay("))
@@ -212,6 +213,10 @@ private func runCommand(_ arguments: [String], environment: [String: String] = [
     /// the process-wide handler; an error of anyone else's that arrives meanwhile must still reach
     /// the handler that was there.
     @Test func theFireAndForgetDemoPassesOtherErrorsToTheHandlerItReplaced() throws {
+        try standingInForTheProcessWideHandler { try otherErrorsReachTheReplacedHandler() }
+    }
+
+    private func otherErrorsReachTheReplacedHandler() throws {
         let received = Promise<Int>()
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in
