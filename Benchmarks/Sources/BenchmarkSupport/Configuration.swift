@@ -55,6 +55,8 @@ public let standardMetrics: [BenchmarkMetric] = isTimeOnlyRun ? [.wallClock] : [
 /// - Parameters:
 ///   - seconds: how long to sample in a full run; a quick run samples three iterations at most.
 ///   - extraMetrics: custom metrics the benchmark records itself, beside time and allocations.
+///     They are reported in plain units: left to pick its own, the tool reports a value of 10,000
+///     or more in thousands, rounded (a lateness of 10,400 µs would read 10 ms).
 public func configuration(
     _ operations: Operations,
     seconds: Int = 2,
@@ -65,6 +67,7 @@ public func configuration(
         metrics: standardMetrics + extraMetrics,
         tags: ["operations": String(operations.count)],
         timeUnits: .nanoseconds,
+        units: Dictionary(uniqueKeysWithValues: extraMetrics.map { ($0, .count) }),
         warmupIterations: 1,
         scalingFactor: operations.scalingFactor,
         maxDuration: isQuickRun ? .milliseconds(200) : .seconds(seconds),
