@@ -36,8 +36,9 @@ class Result:
         return f"{self.target}: {self.name}"
 
 
-def run_suites(quick, metrics=(), targets=(), log=None, time_only=False):
-    """Runs the suites (all, or `targets`) and returns {key: Result}; exits if the tool fails.
+def run_suites(quick, metrics=(), targets=(), log=None, time_only=False, filters=()):
+    """Runs the suites (all, or `targets`; within them all benchmarks, or those whose name matches
+    one of the regular expressions `filters`) and returns {key: Result}; exits if the tool fails.
     `time_only`: the benchmarks time their operations and do not count allocations."""
     export = tempfile.mkdtemp(prefix="taskmachine-benchmarks-")
     try:
@@ -47,6 +48,8 @@ def run_suites(quick, metrics=(), targets=(), log=None, time_only=False):
             command += ["--metric", metric]
         for target in targets:
             command += ["--target", target]
+        for pattern in filters:
+            command += ["--filter", pattern]
         environment = dict(os.environ)
         if quick:
             environment["TASKMACHINE_BENCHMARK_QUICK"] = "1"

@@ -32,7 +32,9 @@ let delayCount = 100_000
 let delayDuration = Duration.seconds(3_600)
 
 /// Heap bytes the delays keep while pending, per delay (glibc's count of bytes in use, less the
-/// header the malloc-counting interposer adds to each allocation; see `HeapReading`).
+/// header the malloc-counting interposer adds to each allocation; see `HeapReading`). Recorded
+/// only in a run that counts allocations: the header is there in every run, but its count is known
+/// only while the interposer counts.
 let bytesPerPendingDelay = BenchmarkMetric.custom(
     "bytesPerPendingDelay", polarity: .prefersSmaller, useScalingFactor: false)
 /// Threads the process has while the delays are pending, beyond those it had before the
@@ -50,7 +52,9 @@ nonisolated(unsafe) var threadsAtStart = 0
 
 /// Records the heap and thread readings taken while the delays are pending.
 func recordPending(_ benchmark: Benchmark, heapBefore: HeapReading) {
-    benchmark.measurement(bytesPerPendingDelay, HeapReading.now().bytesKept(since: heapBefore) / benchmark.operations)
+    if !isTimeOnlyRun {
+        benchmark.measurement(bytesPerPendingDelay, HeapReading.now().bytesKept(since: heapBefore) / benchmark.operations)
+    }
     benchmark.measurement(threadsUsed, threadCount() - threadsAtStart)
 }
 

@@ -35,8 +35,10 @@ public struct HeapReading {
 
     /// The bytes the code between `earlier` and this reading keeps, as it would without the
     /// interposer: glibc's difference, less the interposer's header on each allocation still live
-    /// (a header adds exactly 16 to a chunk, since chunks grow in steps of 16). With no counts (no
-    /// interposer, or counting off), glibc's difference as it is.
+    /// (a header adds exactly 16 to a chunk, since chunks grow in steps of 16). Without the
+    /// interposer, glibc's difference as it is. With the interposer linked but not counting (a
+    /// time-only run), its headers are still there but not counted: the difference reads 16 bytes
+    /// high for every allocation kept.
     public func bytesKept(since earlier: HeapReading) -> Int {
         let bytes = self.bytes - earlier.bytes
         guard liveAllocations >= 0, earlier.liveAllocations >= 0 else { return bytes }
