@@ -69,10 +69,12 @@ def run_suites(quick, metrics=(), targets=(), log=None, time_only=False, filters
 
 
 def read_export(folder):
-    results = {}
+    results, untagged = {}, []
     for file_name in sorted(os.listdir(folder)):
         match = FILE_PATTERN.match(file_name)
         if not match:
+            if file_name.endswith(".histogram.samples.tsv"):
+                untagged.append(file_name)
             continue
         target, name, operations, metric = match.groups()
         # The tool writes spaces as underscores in file names; the names here have none of their own.
@@ -82,6 +84,11 @@ def read_export(folder):
             header, *values = file.read().split("\n")
         factor = unit_factor(header)
         result.samples[metric] = [float(value) * factor / result.operations for value in values if value.strip()]
+    # A benchmark without an operations tag cannot be read per operation; skipped, it would never
+    # be checked against a threshold nor added to the file.
+    if untagged:
+        sys.exit("benchmarks without an operations tag (make their configuration with "
+                 "BenchmarkSupport's configuration(_:)):\n  " + "\n  ".join(untagged))
     return results
 
 
