@@ -104,16 +104,31 @@ extension AnyFuture {
     ///
     /// The context is captured now, at registration: `SynchronizationContext.current` of the
     /// registering thread, unless `continueOnCapturedContext` is `false`.
+    ///
+    /// A pool worker with no context, about to suspend on the future of a `Future.run` whose body
+    /// no worker has started, runs the body itself instead, at once: the method then resumes as the
+    /// worker's next job, on the same core as the body's result, rather than waiting for another
+    /// worker to reach the job and hand it back. A method awaiting, in order, jobs it queued itself
+    /// would otherwise suspend on most of them: its worker runs its own queue newest first.
     @usableFromInline
     final func registerAwait(of box: AnyFuture, continueOnCapturedContext: Bool) {
         // Tested before anything is stored: with no context (the common case) there is nothing to
         // retain or release. A box registers with no context left from an earlier await: `runAsJob`
         // clears it before resuming, and a reused box is reset.
         assert(box.resumeContext == nil, "a box registers with a context left from an earlier await")
-        if continueOnCapturedContext, let context = SynchronizationContext.current {
-            box.resumeContext = context
-            context.trackSuspended(box, awaiting: .future(self))
+        let onPoolWorker = ThreadState.withCurrentIfPresent { thread -> Bool in
+            guard let thread else { return false }
+            if let context = thread.synchronizationContext {
+                if continueOnCapturedContext {
+                    box.resumeContext = context
+                    context.trackSuspended(box, awaiting: .future(self))
+                }
+                return false
+            }
+            return thread.runsPoolJobs
         }
+        // Completed by the run, if it ran: the registration below then queues the box.
+        if onPoolWorker { _ = runHereIfNotStarted() }
         onCompletion(.future(box))
     }
 

@@ -176,6 +176,11 @@ public class AnyFuture {
         assertionFailure("\(diagnosticName) is not a runnable future")
     }
 
+    /// Runs this future's own work on the calling thread, now, if it has work of its own (the body
+    /// of a `Future.run`) that no thread has started; returns whether it did, the future then
+    /// being complete. A pool worker about to suspend on the future calls it (`registerAwait`).
+    func runHereIfNotStarted() -> Bool { false }
+
     // MARK: Completion
 
     /// Claims the right to complete; exactly one caller ever gets `true`.
@@ -253,12 +258,27 @@ public class AnyFuture {
     /// whose own token is `.none` has nothing that could cancel it: every error fails it.
     @usableFromInline
     final func tryComplete(throwing error: any Error, ownToken: CancellationToken?) -> Bool {
+        guard reserveCompletion() else { return false }
+        completeReserved(throwing: error, ownToken: ownToken)
+        return true
+    }
+
+    /// Completes the future, its completion reserved already (`reserveCompletion()`), as
+    /// `tryComplete(throwing:ownToken:)` does.
+    final func completeReserved(throwing error: any Error, ownToken: CancellationToken?) {
         if let cancelled = error as? OperationCancelledError,
             ownToken == nil || (cancelled.token == ownToken && cancelled.token.canBeCancelled)
         {
-            return tryCancel(token: cancelled.token)
+            return cancelReserved(token: cancelled.token)
         }
-        return tryFail([error])
+        failure = Failure(errors: [error], token: .none)
+        publishCompletion(.failed)
+    }
+
+    /// Cancels the future, its completion reserved already, as `tryCancel(token:)` does.
+    final func cancelReserved(token: CancellationToken) {
+        failure = Failure(errors: [], token: token)
+        publishCompletion(.cancelled)
     }
 
     /// Makes a completed future pending again, for a pooled state machine box that nobody else

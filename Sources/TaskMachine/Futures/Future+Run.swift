@@ -16,10 +16,16 @@ final class RunFuture<Value: Sendable>: Future<Value> {
     }
 
     override func runAsJob() {
-        // Run once: a future that has completed (or is completing) has run. No flag of its own,
-        // which would take the object past 104 bytes, into a 128-byte heap chunk from a 112-byte one.
-        guard completionState.load(ordering: .relaxed) == 0 else { return }
-        run(token: token, argument: ()) { _ in try body() }
+        _ = runHereIfNotStarted()
+    }
+
+    override func runHereIfNotStarted() -> Bool {
+        // Run once, by whoever reserves the completion first: the job, or a worker awaiting the
+        // future. No flag of its own, which would take the object past 104 bytes, into a 128-byte
+        // heap chunk from a 112-byte one.
+        guard reserveCompletion() else { return false }
+        runReserved(token: token, argument: ()) { _ in try body() }
+        return true
     }
 
     override var diagnosticName: String { "run { } -> Future<\(Value.self)>" }
@@ -39,8 +45,8 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
     let body: @Sendable (Argument) throws -> Value
     @usableFromInline
     let token: CancellationToken
-    /// Whether the argument is still in the value's words. Only the creator and the one job run
-    /// touch it.
+    /// Whether the argument is still in the value's words. Only the creator and the one run (the
+    /// thread that reserved the completion) touch it.
     @usableFromInline @exclusivity(unchecked)
     var hasArgument = true
 
@@ -60,33 +66,42 @@ final class RunWithArgumentFuture<Argument: Sendable, Value: Sendable>: Future<V
     }
 
     override func runAsJob() {
-        guard hasArgument else { return }
+        _ = runHereIfNotStarted()
+    }
+
+    override func runHereIfNotStarted() -> Bool {
+        // Run once, by whoever reserves the completion first: the job, or a worker awaiting the
+        // future. The argument is taken after the reservation, which orders it after the creator's
+        // store for a thread other than the job's.
+        guard reserveCompletion() else { return false }
         hasArgument = false
-        run(token: token, argument: InlineValue.take(Argument.self, at: valueAddress), body)
+        runReserved(token: token, argument: InlineValue.take(Argument.self, at: valueAddress), body)
+        return true
     }
 
     override var diagnosticName: String { "run(with: \(Argument.self)) { } -> Future<\(Value.self)>" }
 }
 
 extension Future {
-    /// Runs `body(argument)` as this future's job: cancelled without running if `token` is
-    /// cancelled by now; cancelled too if the body throws a cancellation through `token`; failed for
-    /// any other error, and for any error at all when there is no token (`.none`). The argument is
-    /// gone before the future completes, so whoever sees the result may count on the future no
-    /// longer keeping it.
-    final func run<Argument>(
+    /// Runs `body(argument)` as this future's work, its completion reserved already by the caller,
+    /// which runs it once: cancelled without running if `token` is cancelled by now; cancelled too
+    /// if the body throws a cancellation through `token`; failed for any other error, and for any
+    /// error at all when there is no token (`.none`). The argument is gone before the future
+    /// completes, so whoever sees the result may count on the future no longer keeping it.
+    final func runReserved<Argument>(
         token: CancellationToken, argument: consuming Argument, _ body: (Argument) throws -> Value
     ) {
         if token.isCancellationRequested {
             _ = consume argument
-            _ = tryCancel(token: token)
+            cancelReserved(token: token)
             return
         }
         do {
             let value = try Self.call(body, with: consume argument)
-            _ = trySucceed(value)
+            storeValue(value)
+            publishCompletion(.succeeded)
         } catch {
-            _ = tryComplete(throwing: error, ownToken: token)
+            completeReserved(throwing: error, ownToken: token)
         }
     }
 
@@ -104,6 +119,10 @@ extension Future {
     /// closure's context is freed by the thread that lets go of the future last, usually the one
     /// that made it, rather than by the worker. To hand the body something it lets go of as soon
     /// as it starts, pass it as the argument of ``run(with:cancellation:_:)``.
+    ///
+    /// A state machine on a pool worker, with no context, that awaits the future before any worker
+    /// has started the body runs the body itself, on that worker, instead of suspending; the body
+    /// still runs once, and on a pool worker.
     ///
     /// - Parameters:
     ///   - cancellation: checked before the body starts: a token cancelled by then (or already when
@@ -134,6 +153,9 @@ extension Future {
     /// ```swift
     /// let squares = (1...100).map { Future.run(with: $0) { $0 * $0 } }
     /// ```
+    ///
+    /// As with ``run(cancellation:_:)``, a state machine on a pool worker that awaits the future
+    /// before any worker has started the body runs the body itself.
     ///
     /// - Parameters:
     ///   - argument: handed to `body` on the worker; released once the body has it.

@@ -19,6 +19,11 @@ final class ThreadState {
 
     /// The pool worker running on this thread, if any.
     var worker: ThreadPool.Worker? { unretainedWorker?.takeUnretainedValue() }
+
+    /// Whether this thread is a pool worker running jobs: not one blocked in a call
+    /// (``blocking(_:)``), whose jobs wait for it.
+    @inline(__always)
+    var runsPoolJobs: Bool { unretainedWorker != nil && !isBlocked }
     /// Wakes this thread when it sleeps: in the pool, in a context's loop, or in a blocking wait.
     let parker = Parker()
     let name: String
