@@ -132,3 +132,24 @@ struct AwaitAJobItQueued: AsyncStateMachine {
         #expect(!lines.contains("body ran on the awaiting thread"), "\(lines)")
     }
 }
+
+@Suite struct InlineWaitTests {
+    /// A job queued from a worker waits in its LIFO slot; a worker about to block hands that job
+    /// over to the others. Waiting for it without a time limit, the worker runs it itself instead.
+    @Test func aPoolWorkerWaitingForAJobNobodyStartedRunsItsBodyInsteadOfBlocking() throws {
+        let threads = try Future.run { () -> [RuntimeThread] in
+            let inner = Future.run { RuntimeThread.current }
+            return [RuntimeThread.current, try inner.wait()]
+        }.wait(timeout: .seconds(10))
+        #expect(threads[0] == threads[1])
+    }
+
+    /// With a time limit the worker blocks as before: a body run there could not keep to it.
+    @Test func aWaitWithATimeLimitLeavesTheBodyToAnotherWorker() throws {
+        let threads = try Future.run { () -> [RuntimeThread] in
+            let inner = Future.run { RuntimeThread.current }
+            return [RuntimeThread.current, try inner.wait(timeout: .seconds(10))]
+        }.wait(timeout: .seconds(10))
+        #expect(threads[0] != threads[1])
+    }
+}

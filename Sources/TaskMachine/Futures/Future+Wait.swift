@@ -20,6 +20,12 @@ extension AnyFuture {
     final func blockUntilCompleted(timeoutNanoseconds: Int64) throws -> Bool {
         if isCompleted { return true }
         let thread = ThreadState.current
+        // A pool worker with no context runs a `Future.run` body that no worker has started rather
+        // than block until another worker does, as an await does (`registerAwait`). Not with a
+        // time limit, which a body run here could not keep to.
+        if timeoutNanoseconds < 0, thread.runsPoolJobs, thread.synchronizationContext == nil, runHereIfNotStarted() {
+            return true
+        }
         if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }
         // Continuations this thread deferred must not wait for this thread.
         Continuations.releaseDeferred(thread)
@@ -51,7 +57,10 @@ extension Future {
     ///
     /// Prefer `await`: a blocked thread does nothing else. When a pool worker blocks, leaving fewer
     /// unblocked workers than the pool's target (one per core), the pool starts an extra one at
-    /// once to make up for it, whether or not another worker is idle.
+    /// once to make up for it, whether or not another worker is idle. A pool worker with no context
+    /// waiting for the future of a ``run(cancellation:_:)`` whose body no worker has started runs
+    /// the body itself instead of blocking (``wait(timeout:)`` does not: the body could run past
+    /// the time).
     ///
     /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
     ///   single-threaded context that the future needs in order to complete.
