@@ -54,6 +54,31 @@ private func forASecond(_ body: (Int) throws -> Void) rethrows {
     }
 }
 
+/// A read loop on a pooled source, as a method that awaits the same source again and again is: each
+/// run reads the current operation, resets the source and registers itself for the next operation.
+private final class ReadLoop: WorkItem, @unchecked Sendable {
+    let core = ValueFutureSourceCore<Int>()
+    /// Runs that found their operation pending: resumed by no completion.
+    let early = Atomic<Int>(0)
+    let reads = Atomic<Int>(0)
+    let refused = Atomic<Int>(0)
+    let stopped = Atomic<Bool>(false)
+
+    override func run() {
+        guard (try? core.getResult(token: core.version)) != nil else {
+            early.add(1, ordering: .relaxed)
+            return stopped.store(true, ordering: .releasing)
+        }
+        reads.add(1, ordering: .relaxed)
+        guard !stopped.load(ordering: .acquiring) else { return }
+        core.reset()
+        do { try core.register(.item(self), token: core.version) } catch {
+            refused.add(1, ordering: .relaxed)
+            stopped.store(true, ordering: .releasing)
+        }
+    }
+}
+
 /// Races between completing, cancelling and registering, each repeated for a second against a
 /// rival thread.
 @Suite(.serialized) struct CompletionRaceTests {
@@ -141,6 +166,39 @@ private func forASecond(_ body: (Int) throws -> Void) rethrows {
             }
         }
         #expect(lost == 0)
+    }
+
+    @Test func aContinuationRegisteringForThePooledSourcesNextOperationIsResumedOnlyByItsCompletion() throws {
+        // Two producers complete the operations of a source in turn, each one once it has its
+        // continuation; the continuation, run inline by the completion, reads, resets the source and
+        // registers again. A registration still returning on one producer when the other has
+        // completed its operation, and the continuation has registered once more, for the next
+        // one, must leave that newer registration alone: taken back, it ran early, its operation
+        // pending.
+        let loop = ReadLoop()
+        let core = loop.core
+        let claimed = Atomic<UInt16>(core.version)  // the version next to complete
+        try core.register(.item(loop), token: core.version)
+        let producers = (0..<2).map { index in
+            spawnThread(name: "producer-\(index)", role: .other) {
+                while !loop.stopped.load(ordering: .acquiring) {
+                    let version = core.version
+                    guard ValueFutureSourceCore<Int>.holdsJob(core.slot.load(ordering: .acquiring)),
+                        claimed.compareExchange(
+                            expected: version, desired: version &+ 1, ordering: .acquiringAndReleasing
+                        ).exchanged
+                    else { continue }
+                    try? core.succeed(Int(version))
+                }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline && !loop.stopped.load(ordering: .acquiring) { usleepish() }
+        loop.stopped.store(true, ordering: .releasing)
+        for producer in producers { pthread_join(producer, nil) }
+        #expect(loop.early.load(ordering: .relaxed) == 0, "after \(loop.reads.load(ordering: .relaxed)) reads")
+        #expect(loop.refused.load(ordering: .relaxed) == 0)
+        #expect(loop.reads.load(ordering: .relaxed) > 0)
     }
 
     @Test func theLoserOfARaceToCompleteAPromiseIsToldHowItEnded() throws {

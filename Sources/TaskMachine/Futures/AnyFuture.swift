@@ -430,6 +430,7 @@ extension Job {
     }
 
     /// Drops the retain a slot word holds.
+    @usableFromInline
     static func releaseWord(_ word: UInt) {
         _ = Job(takingRetainedWord: word)
     }

@@ -17,15 +17,18 @@ public import Synchronization
 public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     // Lock-free, as a future is: the continuation slot moves empty → one continuation → completed
     // (or straight to completed) within an operation, and `reset()` empties it for the next. The
-    // value sits in two raw words like a future's, so code reached through the protocol, which is
-    // not specialized for `Value`, never looks up the metadata of a type built on it.
+    // empty slot names its operation's version, so a registration lands only in the operation its
+    // token names. The value sits in two raw words like a future's, so code reached through the
+    // protocol, which is not specialized for `Value`, never looks up the metadata of a type built
+    // on it.
 
     /// The value of a succeeded operation (see ``InlineValue``); declared first, so that it sits
     /// right after the object's header (see `heapObjectHeaderSize`).
     @exclusivity(unchecked) var valueStorage: (UInt, UInt) = (0, 0)
-    /// `SlotWord.empty`, `SlotWord.completed`, or the retained job of the one continuation.
+    /// `emptySlot(version)` while the operation is pending with no continuation,
+    /// `SlotWord.completed`, or the retained job of the one continuation.
     @usableFromInline
-    let slot = Atomic<UInt>(SlotWord.empty)
+    let slot = Atomic<UInt>(ValueFutureSourceCore.emptySlot(0))
     /// 0 pending, 1 while the completer writes the outcome, then `succeeded` or `failed`.
     @usableFromInline
     let outcome = Atomic<UInt8>(0)
@@ -39,6 +42,19 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     @usableFromInline
     static var succeeded: UInt8 { 2 }
     private static var failed: UInt8 { 3 }
+
+    /// The bit that marks an empty slot: a job's word never has it (an object's address is 16-byte
+    /// aligned, and the lowest bit is the item tag), nor does `SlotWord.completed`.
+    @usableFromInline
+    static var emptySlotTag: UInt { 2 }
+
+    /// The empty slot of the operation `version` names.
+    @usableFromInline
+    static func emptySlot(_ version: UInt16) -> UInt { UInt(version) << 2 | emptySlotTag }
+
+    /// Whether the slot word `word` holds a continuation.
+    @usableFromInline
+    static func holdsJob(_ word: UInt) -> Bool { word > SlotWord.completed && word & emptySlotTag == 0 }
 
     /// Creates a source at version 0 with a pending operation.
     public init(runContinuationsAsynchronously: Bool = false) {
@@ -75,16 +91,17 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     public func reset() {
         // The version first: from here a value future of the old operation gets a stale-token
         // error rather than a glimpse of the outcome being cleared.
-        _ = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        let version = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         let wasCompleted = clearOutcome()
         outcome.store(0, ordering: .relaxed)
-        // Completed, the slot takes no registration (one expects it empty), so a releasing store
-        // empties it: it publishes the cleared outcome to the next operation's users, who read the
-        // slot with an acquiring load or register with a compare-and-exchange; on x86 it is a plain
-        // store, where an exchange is a locked instruction. Pending, `clearOutcome` emptied it
-        // already, by an exchange that took whatever a registration had put there; a store now
-        // would overwrite a registration landing after that exchange, which would then never run.
-        if wasCompleted { slot.store(SlotWord.empty, ordering: .releasing) }
+        // Completed, the slot takes no registration (one expects it empty, for its own version), so
+        // a releasing store empties it: it publishes the cleared outcome to the next operation's
+        // users, who read the slot with an acquiring load or register with a compare-and-exchange;
+        // on x86 it is a plain store, where an exchange is a locked instruction. Pending,
+        // `clearOutcome` emptied it already, by an exchange that took whatever a registration had
+        // put there; a store now would overwrite a registration landing after that exchange, which
+        // would then never run.
+        if wasCompleted { slot.store(Self.emptySlot(version), ordering: .releasing) }
     }
 
     /// Drops the current operation's value and error, and queues its continuation if one is still
@@ -111,13 +128,15 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         return false
     }
 
-    /// Empties the slot of an operation that did not complete, and queues the continuation it held,
-    /// if any. An exchange, not a load and a store: a registration may land at any moment. Out of
-    /// line, so that a reset, which almost always finds the operation completed, pays nothing for it.
+    /// Empties the slot of an operation that did not complete, for the current version, and queues
+    /// the continuation it held, if any. An exchange, not a load and a store: a registration may
+    /// land at any moment. Out of line, so that a reset, which almost always finds the operation
+    /// completed, pays nothing for it.
     @inline(never)
     private func resumeAbandoned() {
-        let word = slot.exchange(SlotWord.empty, ordering: .acquiringAndReleasing)
-        guard SlotWord.isJob(word) else { return }
+        let word = slot.exchange(
+            Self.emptySlot(currentVersion.load(ordering: .relaxed)), ordering: .acquiringAndReleasing)
+        guard Self.holdsJob(word) else { return }
         Continuations.dispatch(Job(takingRetainedWord: word), mayRunInline: false)
     }
 
@@ -151,7 +170,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     func publish(_ result: UInt8) {
         outcome.store(result, ordering: .releasing)
         let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
-        guard SlotWord.isJob(taken) else { return }
+        guard Self.holdsJob(taken) else { return }
         Continuations.dispatch(slotWord: taken, mayRunInline: !runsContinuationsAsynchronously)
     }
 
@@ -173,18 +192,20 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     func register(_ job: Job, token: UInt16) throws {
         try check(token)
         let word = job.retainedWord()
-        guard try SlotWord.installSingle(word: word, in: slot) else {
+        // Expects the empty slot of the operation `token` names: after a reset that moved past
+        // `token` since the check above, the word does not land in the next operation's slot.
+        // (Taking it back from there once it had landed could not tell it from the same job
+        // registered again, for the next operation, by its run of this one's completion.)
+        let (exchanged, found) = slot.compareExchange(
+            expected: Self.emptySlot(token), desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return }
+        guard Self.holdsJob(found) else {
+            // Completed, or reset since the check: queued, its read gets the result or a
+            // stale-token error.
             return Continuations.dispatch(slotWord: word, mayRunInline: false)
         }
-        // A reset that moved past `token` after the check above may have emptied the slot before
-        // the word landed, leaving it to the next operation. Take it back and queue it (its read
-        // throws a stale-token error); if it is gone, that reset, or a completion, took it to run.
-        // The caller's `job` keeps the word from naming another job made at the same address.
-        if currentVersion.load(ordering: .acquiring) != token,
-            slot.compareExchange(expected: word, desired: SlotWord.empty, ordering: .acquiringAndReleasing).exchanged
-        {
-            Continuations.dispatch(slotWord: word, mayRunInline: false)
-        }
+        Job.releaseWord(word)
+        throw ValueFutureSourceError.continuationAlreadyRegistered
     }
 
     /// Whether the operation `token` names has completed; `true` for an earlier one, as reading it
