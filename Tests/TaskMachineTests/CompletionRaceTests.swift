@@ -79,6 +79,112 @@ private final class ReadLoop: WorkItem, @unchecked Sendable {
     }
 }
 
+/// What a loop of awaits on a pooled method and the threads completing them share: the operation
+/// waiting for a producer, and what the loop saw.
+private final class PooledAwaitHub: @unchecked Sendable {
+    /// A retained pending future, the one the pooled method awaits, or 0 when none waits.
+    let offered = Atomic<UInt>(0)
+    /// Runs that found their use pending: resumed by no completion.
+    let early = Atomic<Int>(0)
+    /// Awaits refused, or failed otherwise.
+    let refused = Atomic<Int>(0)
+    let reads = Atomic<Int>(0)
+    let stopped = Atomic<Bool>(false)
+    let finished = Atomic<Bool>(false)
+
+    /// A new operation for a producer to complete.
+    func offer() -> Future<Int> {
+        let future = Promise<Int>().future
+        let word = UInt(bitPattern: Unmanaged.passRetained(future).toOpaque())
+        let old = offered.exchange(word, ordering: .acquiringAndReleasing)
+        if old != 0 { Unmanaged<Future<Int>>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).release() }
+        return future
+    }
+
+    /// The operation waiting for a producer, if any, taken.
+    func take() -> Future<Int>? {
+        let word = offered.exchange(0, ordering: .acquiringAndReleasing)
+        guard word != 0 else { return nil }
+        return Unmanaged<Future<Int>>.fromOpaque(UnsafeRawPointer(bitPattern: word)!).takeRetainedValue()
+    }
+}
+
+/// `async ValueFuture<Int> Relay(input) { return await input }` on the pooling builder.
+private struct Relay: AsyncStateMachine {
+    var builder = PoolingValueFutureMethodBuilder<Int>()
+    var state = 0
+    let input: FutureAwaiter<Int>
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                state = 1
+                if !input.isCompleted {
+                    awaitUnsafeOnCompleted(input)
+                    return
+                }
+            }
+            builder.setResult(try input.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ input: Future<Int>) -> ValueFuture<Int> {
+        var machine = Relay(input: input.getAwaiter())
+        PoolingValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}
+
+/// `async ValueFuture<Int> AwaitLoop(hub) { while !stopped { await Relay(hub.offer()) } }` on the
+/// pooling builder: one continuation (its box) awaits one pooled box after another, and a box its
+/// read recycles comes back to it from a thread's cache.
+private struct AwaitLoop: AsyncStateMachine {
+    var builder = PoolingValueFutureMethodBuilder<Int>()
+    var state = 0
+    let hub: PooledAwaitHub
+    var relay: ValueFutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            while true {
+                if state == 1 {
+                    _ = try relay!.getResult()
+                    relay = nil
+                    hub.reads.add(1, ordering: .relaxed)
+                }
+                state = 1
+                if hub.stopped.load(ordering: .acquiring) {
+                    hub.finished.store(true, ordering: .releasing)
+                    return builder.setResult(0)
+                }
+                let awaiter = Relay.start(hub.offer()).getAwaiter()
+                relay = awaiter
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+        } catch {
+            if case ValueFutureSourceError.notCompleted = error {
+                hub.early.add(1, ordering: .relaxed)
+            } else {
+                hub.refused.add(1, ordering: .relaxed)
+            }
+            hub.stopped.store(true, ordering: .releasing)
+            hub.finished.store(true, ordering: .releasing)
+            builder.setResult(-1)  // the hub has the error
+        }
+    }
+
+    static func start(_ hub: PooledAwaitHub) -> ValueFuture<Int> {
+        var machine = AwaitLoop(hub: hub)
+        PoolingValueFutureMethodBuilder.start(&machine)
+        return machine.builder.valueFuture
+    }
+}
+
 /// Races between completing, cancelling and registering, each repeated for a second against a
 /// rival thread.
 @Suite(.serialized) struct CompletionRaceTests {
@@ -199,6 +305,45 @@ private final class ReadLoop: WorkItem, @unchecked Sendable {
         #expect(loop.early.load(ordering: .relaxed) == 0, "after \(loop.reads.load(ordering: .relaxed)) reads")
         #expect(loop.refused.load(ordering: .relaxed) == 0)
         #expect(loop.reads.load(ordering: .relaxed) > 0)
+    }
+
+    @Test func aMethodAwaitingPooledMethodsInALoopIsResumedOnlyByTheCompletionOfTheUseItAwaits() throws {
+        // Producers complete the operations the pooled method awaits, which resumes the pooled
+        // method inline, which resumes the loop inline; the loop reads the result (recycling the
+        // box once the pooled method has let go of it) and calls the pooled method again, which
+        // may take the same box from the thread's cache. A registration of the loop still
+        // returning on one producer, for an earlier use of that box, must leave its newer
+        // registration alone: taken back, the loop ran early, its use pending.
+        let hub = PooledAwaitHub()
+        let producers = (0..<3).map { index in
+            spawnThread(name: "producer-\(index)", role: .other) {
+                while !hub.finished.load(ordering: .acquiring) {
+                    guard let operation = hub.take() else { continue }
+                    _ = operation.trySucceed(index)
+                }
+            }
+        }
+        // Threads that wake every few microseconds: each wake-up preempts a running producer
+        // wherever it is, now and then between a registration's store and its check of the use.
+        let interrupters = (0..<4).map { index in
+            spawnThread(name: "interrupter-\(index)", role: .other) {
+                var request = timespec(tv_sec: 0, tv_nsec: 5_000)
+                while !hub.finished.load(ordering: .acquiring) { nanosleep(&request, nil) }
+            }
+        }
+        _ = AwaitLoop.start(hub)
+        let deadline = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < deadline && !hub.stopped.load(ordering: .acquiring) { usleepish() }
+        hub.stopped.store(true, ordering: .releasing)
+        // The loop ends at its next run; a loop whose use lost its continuation never runs again.
+        let limit = ContinuousClock.now + .seconds(1)
+        while ContinuousClock.now < limit && !hub.finished.load(ordering: .acquiring) { usleepish() }
+        hub.finished.store(true, ordering: .releasing)
+        for thread in producers + interrupters { pthread_join(thread, nil) }
+        _ = hub.take()
+        #expect(hub.early.load(ordering: .relaxed) == 0, "after \(hub.reads.load(ordering: .relaxed)) reads")
+        #expect(hub.refused.load(ordering: .relaxed) == 0)
+        #expect(hub.reads.load(ordering: .relaxed) > 0)
     }
 
     @Test func theLoserOfARaceToCompleteAPromiseIsToldHowItEnded() throws {

@@ -4,8 +4,8 @@ import Testing
 
 @testable import TaskMachine
 
-// The runtime's sources move an `AwaitContinuation`'s job into their slot (`movedIntoWord`,
-// `installSingle(word:in:)`). Every path — installed, slot completed already, second
+// The runtime's sources move an `AwaitContinuation`'s job into their slot (`movedIntoWord`, then a
+// compare-and-exchange with the empty slot of the operation). Every path — installed, slot completed already, second
 // registration, stale token — must leave the job with exactly the references it had.
 
 /// A work item that counts its runs and its deinit (the counter outlives it).

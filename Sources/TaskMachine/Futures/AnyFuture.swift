@@ -33,7 +33,9 @@ public class AnyFuture {
     @usableFromInline @exclusivity(unchecked)
     final var valueStorage: (UInt, UInt) = (0, 0)
 
-    /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job.
+    /// The continuation slot: `SlotWord.empty`, `.completed`, `.list`, or one retained job. Empty,
+    /// a pooled state machine's box holds `SlotWord.emptySlot(of:)` its use instead of `.empty`; it
+    /// takes registrations through `MachineBox.register(_:token:)` only, never `addContinuation`.
     @usableFromInline
     let slot = Atomic<UInt>(SlotWord.empty)
     /// Continuations past the first; created on demand, once.
@@ -222,14 +224,14 @@ public class AnyFuture {
     @inline(__always)
     final func runContinuations(_ taken: UInt, inline: Bool) {
         switch taken {
-        case SlotWord.empty:
-            return
         case SlotWord.list:
             let jobs = spill.load()!.close()
             // Queue the rest first, so the one that runs inline delays none of them.
             for job in jobs.dropFirst() { Continuations.dispatch(job, mayRunInline: false) }
             if let first = jobs.first { Continuations.dispatch(first, mayRunInline: inline) }
         default:
+            // Empty: `SlotWord.empty`, or a pooled box's empty slot of its use.
+            guard SlotWord.isJob(taken) else { return }
             Continuations.dispatch(slotWord: taken, mayRunInline: inline)
         }
     }
@@ -283,7 +285,8 @@ public class AnyFuture {
 
     /// Makes a completed future pending again, for a pooled state machine box that nobody else
     /// refers to any more: no continuation may be waiting, and no reader may still look at it.
-    func resetForReuse() {
+    /// Its slot is left the empty slot of `use`, the box's next use.
+    func resetForReuse(use: UInt16) {
         precondition(slot.load(ordering: .acquiring) == SlotWord.completed, "only a completed future is reused")
         // Tested first: a box that succeeded has neither, and assigning `nil` to a field that holds
         // `nil` still calls out to destroy the old value.
@@ -293,10 +296,10 @@ public class AnyFuture {
         completionState.store(0, ordering: .relaxed)
         // A releasing store (a plain store on x86, where an exchange is a locked instruction): it
         // publishes the cleared fields to whoever next reads the slot with an acquiring load or
-        // registers with a compare-and-exchange. Nobody else writes the slot of a box being reset,
-        // but a stale reader that passed its token check before the use moved, which an exchange
-        // would not stop either.
-        slot.store(SlotWord.empty, ordering: .releasing)
+        // registers with a compare-and-exchange. Nobody else writes the slot of a box being reset:
+        // a stale registration that passed its token check before the use moved expects the empty
+        // slot of its own use, and finds this one's.
+        slot.store(SlotWord.emptySlot(of: use), ordering: .releasing)
     }
 
     // MARK: Continuations
@@ -382,23 +385,18 @@ enum SlotWord {
     static let list: UInt = 2
     /// The low bit marks a `WorkItem`; clear, the pointer is an `AnyFuture`.
     static let itemTag: UInt = 1
+    /// The bit that marks the empty slot of a pooled state machine's box (``emptySlot(of:)``): a
+    /// job's word never has it (an object's address is 16-byte aligned, and the lowest bit is the
+    /// item tag), nor do the words above.
+    @usableFromInline
+    static var useTag: UInt { 4 }
 
-    static func isJob(_ word: UInt) -> Bool { word > list }
+    /// The empty slot of the use `use` of a pooled state machine's box: a registration for that
+    /// use expects it, so that one for an earlier use, whose token went stale, cannot land there.
+    @usableFromInline
+    static func emptySlot(of use: UInt16) -> UInt { UInt(use) << 3 | useTag }
 
-    /// Puts the job `word` holds (with one retain) in an empty continuation slot that takes one
-    /// continuation only (a value-future source's). Returns `false`, leaving the word and its
-    /// retain to the caller, if the slot is completed; throws, having released the word, if the
-    /// slot holds a continuation already.
-    @usableFromInline @inline(__always)
-    static func installSingle(word: UInt, in slot: borrowing Atomic<UInt>) throws -> Bool {
-        let (exchanged, found) = slot.compareExchange(expected: empty, desired: word, ordering: .acquiringAndReleasing)
-        if exchanged { return true }
-        guard found == completed else {
-            Job.releaseWord(word)
-            throw ValueFutureSourceError.continuationAlreadyRegistered
-        }
-        return false
-    }
+    static func isJob(_ word: UInt) -> Bool { word > list && word & useTag == 0 }
 }
 
 extension Job {

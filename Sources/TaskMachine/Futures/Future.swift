@@ -41,12 +41,12 @@ public class Future<Value: Sendable>: AnyFuture {
         if valueNeedsDestroying { InlineValue.destroy(Value.self, at: valueAddress) }
     }
 
-    override func resetForReuse() {
+    override func resetForReuse(use: UInt16) {
         if valueNeedsDestroying {
             InlineValue.destroy(Value.self, at: valueAddress)
             valueNeedsDestroying = false
         }
-        super.resetForReuse()
+        super.resetForReuse(use: use)
     }
 
     @usableFromInline

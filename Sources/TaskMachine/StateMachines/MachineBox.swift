@@ -59,7 +59,10 @@ class MachineBox<Value: Sendable>: Future<Value> {
     @usableFromInline
     init(pooled: Bool) {
         super.init(runsContinuationsAsynchronously: false)
-        if pooled { holders.store(Self.holderBits | Self.useTag(0), ordering: .relaxed) }
+        if pooled {
+            holders.store(Self.holderBits | Self.useTag(0), ordering: .relaxed)
+            slot.store(SlotWord.emptySlot(of: 0), ordering: .relaxed)
+        }
     }
 
     /// Lets go of a pooled box for its method, once its final resumption has returned; the last to
@@ -106,7 +109,7 @@ class MachineBox<Value: Sendable>: Future<Value> {
         // being cleared or, registering, a place in the next use.
         let next = use.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         // `finished` stays set: the box holds no machine until the next use installs one.
-        resetForReuse()
+        resetForReuse(use: next)
         holders.store(Self.holderBits | Self.useTag(next), ordering: .relaxed)
         BoxCache.put(self, as: ObjectIdentifier(type(of: self)))
     }
@@ -150,20 +153,21 @@ extension MachineBox: ValueFutureSource {
     func register(_ job: Job, token: UInt16) throws {
         try check(token)
         let word = job.retainedWord()
-        guard try SlotWord.installSingle(word: word, in: slot) else {
-            return Continuations.dispatch(slotWord: word, mayRunInline: false)
+        // Expects the empty slot of the use `token` names: after a recycle that moved past `token`
+        // since the check above (a stale copy of an awaiter, registering as the reader's read
+        // recycles the box), the word does not land in the next use's slot, whose own await it
+        // would refuse. (Taking it back from there once it had landed could not tell it from the
+        // same job registered again, for the next use, by its run of this use's completion.)
+        let (exchanged, found) = slot.compareExchange(
+            expected: SlotWord.emptySlot(of: token), desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return }
+        guard found == SlotWord.completed || found & SlotWord.useTag != 0 else {
+            Job.releaseWord(word)
+            throw ValueFutureSourceError.continuationAlreadyRegistered
         }
-        // A recycle that moved past `token` after the check above (a stale copy of an awaiter,
-        // registering as the reader's read recycles the box) may have emptied the slot before the
-        // word landed, leaving it to the box's next use, whose own await it would then refuse. Take
-        // it back and queue it (its read throws a stale-token error); if it is gone, a completion
-        // took it to run. The caller's `job` keeps the word from naming another job made at the
-        // same address.
-        if use.load(ordering: .acquiring) != token,
-            slot.compareExchange(expected: word, desired: SlotWord.empty, ordering: .acquiringAndReleasing).exchanged
-        {
-            Continuations.dispatch(slotWord: word, mayRunInline: false)
-        }
+        // Completed, or recycled since the check: queued, its read gets the result or a stale-token
+        // error.
+        Continuations.dispatch(slotWord: word, mayRunInline: false)
     }
 
     // Inlinable, so that an awaiter specialized for `Value` reads the value with a plain load.
