@@ -153,3 +153,54 @@ struct AwaitAJobItQueued: AsyncStateMachine {
         #expect(threads[0] != threads[1])
     }
 }
+
+/// `async Future<Void> StartTheNextLink(remaining, done)`: awaits a `Future.run` whose body starts
+/// the next link, which does the same, until the last link succeeds `done`. Each body starts its
+/// link on the worker running the body, where the link's await finds the next job not started.
+struct StartTheNextLink: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Void>()
+    var state = 0
+    let remaining: Int
+    let done: Promise<Void>
+    var job: FutureAwaiter<Void>?
+
+    mutating func moveNext() {
+        do {
+            switch state {
+            case 0:
+                state = 1
+                guard remaining > 0 else {
+                    _ = done.trySucceed()
+                    return builder.setResult()
+                }
+                let (remaining, done) = (remaining - 1, done)
+                let awaiter = Future.run { _ = StartTheNextLink.start(remaining: remaining, done: done) }.getAwaiter()
+                job = awaiter
+                if !awaiter.isCompleted { return awaitUnsafeOnCompleted(awaiter) }
+                fallthrough
+            default:
+                try job!.getResult()
+                builder.setResult()
+            }
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(remaining: Int, done: Promise<Void>) -> Future<Void> {
+        var machine = StartTheNextLink(remaining: remaining, done: done)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
+    }
+}
+
+@Suite struct InlineRunDepthTests {
+    /// A body run inside an await may itself start a method that awaits another job nobody
+    /// started: the runs nest no deeper than inline continuations do, so a long chain of them
+    /// runs in bounded stack, as it does when each body runs as a job of its own.
+    @Test func aChainOfAwaitsEachRunningTheNextBodyRunsInBoundedStack() throws {
+        let done = Promise<Void>()
+        _ = Future.run { _ = StartTheNextLink.start(remaining: 200_000, done: done) }
+        try done.future.wait(timeout: .seconds(60))
+    }
+}

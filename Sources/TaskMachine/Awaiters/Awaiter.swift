@@ -116,19 +116,18 @@ extension AnyFuture {
         // retain or release. A box registers with no context left from an earlier await: `runAsJob`
         // clears it before resuming, and a reused box is reset.
         assert(box.resumeContext == nil, "a box registers with a context left from an earlier await")
-        let onPoolWorker = ThreadState.withCurrentIfPresent { thread -> Bool in
-            guard let thread else { return false }
+        ThreadState.withCurrentIfPresent { thread in
+            guard let thread else { return }
             if let context = thread.synchronizationContext {
                 if continueOnCapturedContext {
                     box.resumeContext = context
                     context.trackSuspended(box, awaiting: .future(self))
                 }
-                return false
+                return
             }
-            return thread.runsPoolJobs
+            // Completed by the run, if it ran: the registration below then queues the box.
+            if thread.runsPoolJobs { _ = runHereIfNotStarted(nestedOn: thread) }
         }
-        // Completed by the run, if it ran: the registration below then queues the box.
-        if onPoolWorker { _ = runHereIfNotStarted() }
         onCompletion(.future(box))
     }
 

@@ -183,6 +183,17 @@ public class AnyFuture {
     /// being complete. A pool worker about to suspend on the future calls it (`registerAwait`).
     func runHereIfNotStarted() -> Bool { false }
 
+    /// `runHereIfNotStarted()` on `thread`, one level deeper on its trampoline, as a continuation
+    /// run inline: a body run here may start a method that awaits another such future, and so on,
+    /// so that, unbounded, a chain of them would nest a frame per link. Refused, returning `false`,
+    /// once the stack is as deep as the trampoline allows.
+    final func runHereIfNotStarted(nestedOn thread: ThreadState) -> Bool {
+        guard thread.inlineDepth < Continuations.maxInlineDepth else { return false }
+        var ran = false
+        Continuations.nested(on: thread) { ran = runHereIfNotStarted() }
+        return ran
+    }
+
     // MARK: Completion
 
     /// Claims the right to complete; exactly one caller ever gets `true`.

@@ -23,7 +23,9 @@ extension AnyFuture {
         // A pool worker with no context runs a `Future.run` body that no worker has started rather
         // than block until another worker does, as an await does (`registerAwait`). Not with a
         // time limit, which a body run here could not keep to.
-        if timeoutNanoseconds < 0, thread.runsPoolJobs, thread.synchronizationContext == nil, runHereIfNotStarted() {
+        if timeoutNanoseconds < 0, thread.runsPoolJobs, thread.synchronizationContext == nil,
+            runHereIfNotStarted(nestedOn: thread)
+        {
             return true
         }
         if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }

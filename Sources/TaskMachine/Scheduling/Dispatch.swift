@@ -101,7 +101,7 @@ enum Continuations {
     /// Runs `body`, a continuation run inline, one level deeper on `state`'s trampoline; the
     /// outermost level then runs what deeper ones deferred.
     @inline(__always)
-    private static func nested(on state: ThreadState, _ body: () -> Void) {
+    static func nested(on state: ThreadState, _ body: () -> Void) {
         state.inlineDepth += 1
         body()
         // The emptiness test here, not in a call: the outermost run nearly always finds none.
