@@ -289,7 +289,7 @@ private struct AwaitLoop: AsyncStateMachine {
             spawnThread(name: "producer-\(index)", role: .other) {
                 while !loop.stopped.load(ordering: .acquiring) {
                     let version = core.version
-                    guard ValueFutureSourceCore<Int>.holdsJob(core.slot.load(ordering: .acquiring)),
+                    guard SlotWord.isJob(core.slot.load(ordering: .acquiring)),
                         claimed.compareExchange(
                             expected: version, desired: version &+ 1, ordering: .acquiringAndReleasing
                         ).exchanged

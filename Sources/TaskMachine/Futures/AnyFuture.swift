@@ -396,18 +396,43 @@ enum SlotWord {
     static let list: UInt = 2
     /// The low bit marks a `WorkItem`; clear, the pointer is an `AnyFuture`.
     static let itemTag: UInt = 1
-    /// The bit that marks the empty slot of a pooled state machine's box (``emptySlot(of:)``): a
-    /// job's word never has it (an object's address is 16-byte aligned, and the lowest bit is the
-    /// item tag), nor do the words above.
+    /// The bit that marks the empty slot of one operation of a pooled source, a pooled state
+    /// machine's box or a `ValueFutureSourceCore` (``emptySlot(of:)``): a job's word never has it
+    /// (an object's address is 16-byte aligned, and the lowest bit is the item tag), nor do the
+    /// words above.
     @usableFromInline
     static var useTag: UInt { 4 }
 
-    /// The empty slot of the use `use` of a pooled state machine's box: a registration for that
-    /// use expects it, so that one for an earlier use, whose token went stale, cannot land there.
+    /// The empty slot of the operation (a box's use, a source's version) `use` names: a
+    /// registration for that operation expects it, so that one whose token went stale cannot land
+    /// there.
     @usableFromInline
     static func emptySlot(of use: UInt16) -> UInt { UInt(use) << 3 | useTag }
 
+    @usableFromInline
     static func isJob(_ word: UInt) -> Bool { word > list && word & useTag == 0 }
+
+    /// Puts the job `word` holds (with one retain) in a single-continuation slot whose empty value
+    /// names its operation (``emptySlot(of:)``), for the operation `token` names. Returns `false`,
+    /// leaving the word and its retain to the caller to queue, when the slot is completed or empty
+    /// for another operation (reset or recycled since the caller checked `token`): its read then
+    /// gets the result or a stale-token error. Throws, having released the word, when the slot
+    /// holds a continuation already.
+    ///
+    /// Expecting the operation's own empty slot is what keeps a stale registration out of the next
+    /// operation; taking it back once it had landed could not tell it from the same job registered
+    /// again for that next operation, by its run of this one's completion.
+    @usableFromInline @inline(__always)
+    static func installSingle(word: UInt, for token: UInt16, in slot: borrowing Atomic<UInt>) throws -> Bool {
+        let (exchanged, found) = slot.compareExchange(
+            expected: emptySlot(of: token), desired: word, ordering: .acquiringAndReleasing)
+        if exchanged { return true }
+        guard found == completed || found & useTag != 0 else {
+            Job.releaseWord(word)
+            throw ValueFutureSourceError.continuationAlreadyRegistered
+        }
+        return false
+    }
 }
 
 extension Job {

@@ -25,10 +25,10 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     /// The value of a succeeded operation (see ``InlineValue``); declared first, so that it sits
     /// right after the object's header (see `heapObjectHeaderSize`).
     @exclusivity(unchecked) var valueStorage: (UInt, UInt) = (0, 0)
-    /// `emptySlot(version)` while the operation is pending with no continuation,
+    /// `SlotWord.emptySlot(of: version)` while the operation is pending with no continuation,
     /// `SlotWord.completed`, or the retained job of the one continuation.
     @usableFromInline
-    let slot = Atomic<UInt>(ValueFutureSourceCore.emptySlot(0))
+    let slot = Atomic<UInt>(SlotWord.emptySlot(of: 0))
     /// 0 pending, 1 while the completer writes the outcome, then `succeeded` or `failed`.
     @usableFromInline
     let outcome = Atomic<UInt8>(0)
@@ -42,19 +42,6 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     @usableFromInline
     static var succeeded: UInt8 { 2 }
     private static var failed: UInt8 { 3 }
-
-    /// The bit that marks an empty slot: a job's word never has it (an object's address is 16-byte
-    /// aligned, and the lowest bit is the item tag), nor does `SlotWord.completed`.
-    @usableFromInline
-    static var emptySlotTag: UInt { 2 }
-
-    /// The empty slot of the operation `version` names.
-    @usableFromInline
-    static func emptySlot(_ version: UInt16) -> UInt { UInt(version) << 2 | emptySlotTag }
-
-    /// Whether the slot word `word` holds a continuation.
-    @usableFromInline
-    static func holdsJob(_ word: UInt) -> Bool { word > SlotWord.completed && word & emptySlotTag == 0 }
 
     /// Creates a source at version 0 with a pending operation.
     public init(runContinuationsAsynchronously: Bool = false) {
@@ -101,7 +88,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
         // `clearOutcome` emptied it already, by an exchange that took whatever a registration had
         // put there; a store now would overwrite a registration landing after that exchange, which
         // would then never run.
-        if wasCompleted { slot.store(Self.emptySlot(version), ordering: .releasing) }
+        if wasCompleted { slot.store(SlotWord.emptySlot(of: version), ordering: .releasing) }
     }
 
     /// Drops the current operation's value and error, and queues its continuation if one is still
@@ -135,8 +122,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     @inline(never)
     private func resumeAbandoned() {
         let word = slot.exchange(
-            Self.emptySlot(currentVersion.load(ordering: .relaxed)), ordering: .acquiringAndReleasing)
-        guard Self.holdsJob(word) else { return }
+            SlotWord.emptySlot(of: currentVersion.load(ordering: .relaxed)), ordering: .acquiringAndReleasing)
+        guard SlotWord.isJob(word) else { return }
         Continuations.dispatch(Job(takingRetainedWord: word), mayRunInline: false)
     }
 
@@ -170,7 +157,7 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     func publish(_ result: UInt8) {
         outcome.store(result, ordering: .releasing)
         let taken = slot.exchange(SlotWord.completed, ordering: .acquiringAndReleasing)
-        guard Self.holdsJob(taken) else { return }
+        guard SlotWord.isJob(taken) else { return }
         Continuations.dispatch(slotWord: taken, mayRunInline: !runsContinuationsAsynchronously)
     }
 
@@ -192,20 +179,9 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     func register(_ job: Job, token: UInt16) throws {
         try check(token)
         let word = job.retainedWord()
-        // Expects the empty slot of the operation `token` names: after a reset that moved past
-        // `token` since the check above, the word does not land in the next operation's slot.
-        // (Taking it back from there once it had landed could not tell it from the same job
-        // registered again, for the next operation, by its run of this one's completion.)
-        let (exchanged, found) = slot.compareExchange(
-            expected: Self.emptySlot(token), desired: word, ordering: .acquiringAndReleasing)
-        if exchanged { return }
-        guard Self.holdsJob(found) else {
-            // Completed, or reset since the check: queued, its read gets the result or a
-            // stale-token error.
-            return Continuations.dispatch(slotWord: word, mayRunInline: false)
-        }
-        Job.releaseWord(word)
-        throw ValueFutureSourceError.continuationAlreadyRegistered
+        // Reset since the check above: queued rather than landing in the next operation.
+        if try SlotWord.installSingle(word: word, for: token, in: slot) { return }
+        Continuations.dispatch(slotWord: word, mayRunInline: false)
     }
 
     /// Whether the operation `token` names has completed; `true` for an earlier one, as reading it

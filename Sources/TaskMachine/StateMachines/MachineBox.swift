@@ -153,20 +153,9 @@ extension MachineBox: ValueFutureSource {
     func register(_ job: Job, token: UInt16) throws {
         try check(token)
         let word = job.retainedWord()
-        // Expects the empty slot of the use `token` names: after a recycle that moved past `token`
-        // since the check above (a stale copy of an awaiter, registering as the reader's read
-        // recycles the box), the word does not land in the next use's slot, whose own await it
-        // would refuse. (Taking it back from there once it had landed could not tell it from the
-        // same job registered again, for the next use, by its run of this use's completion.)
-        let (exchanged, found) = slot.compareExchange(
-            expected: SlotWord.emptySlot(of: token), desired: word, ordering: .acquiringAndReleasing)
-        if exchanged { return }
-        guard found == SlotWord.completed || found & SlotWord.useTag != 0 else {
-            Job.releaseWord(word)
-            throw ValueFutureSourceError.continuationAlreadyRegistered
-        }
-        // Completed, or recycled since the check: queued, its read gets the result or a stale-token
-        // error.
+        // A stale copy of an awaiter, registering as the reader's read recycles the box, is queued
+        // rather than landing in the next use, whose own await it would refuse.
+        if try SlotWord.installSingle(word: word, for: token, in: slot) { return }
         Continuations.dispatch(slotWord: word, mayRunInline: false)
     }
 
