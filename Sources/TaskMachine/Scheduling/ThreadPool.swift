@@ -114,12 +114,6 @@ final class ThreadPool {
             return word == 0 ? nil : Job(takingRetainedWord: word)
         }
 
-        /// Puts `job` in the LIFO slot; returns the job it held.
-        @inline(__always)
-        func putLifoJob(_ job: consuming Job) -> Job? {
-            putLifoJob(word: job.movedIntoWord())
-        }
-
         /// Puts the job `word` holds (`Job.movedIntoWord()`) in the LIFO slot; returns the job it held.
         @inline(__always)
         func putLifoJob(word: UInt) -> Job? {
