@@ -111,15 +111,44 @@ struct FailLater: AsyncStateMachine {
 
     /// `run` can throw one error: when several fire-and-forget methods fail inside it, it throws
     /// one and the others go to the process-wide handler, before `run` returns.
-    @Test func everyFireAndForgetErrorOfAnAsyncContextIsThrownOrReported() throws {
-        try standingInForTheProcessWideHandler { try everyErrorIsThrownOrReported() }
+    @Test func everyFireAndForgetErrorOfAnAsyncContextIsThrownOrReported() {
+        standingInForTheProcessWideHandler { everyErrorIsThrownOrReported() }
     }
 
-    private func everyErrorIsThrownOrReported() throws {
+    private func everyErrorIsThrownOrReported() {
+        let (thrown, reported) = thrownAndReported(codes: 15...17) {
+            try AsyncContext.run {
+                for code in 15...17 { FailLater.start(TestError(code: code)) }
+            }
+        }
+        #expect(thrown.count == 1)
+        #expect((thrown + reported).sorted() == [15, 16, 17])
+    }
+
+    /// A body that throws after starting a method that fails: `run` throws the method's error, and
+    /// the body's goes to the process-wide handler rather than nowhere.
+    @Test func theBodysErrorIsReportedWhenAFireAndForgetErrorIsThrown() {
+        standingInForTheProcessWideHandler {
+            let (thrown, reported) = thrownAndReported(codes: 18...19) {
+                try AsyncContext.run {
+                    FailLater.start(TestError(code: 18))
+                    throw TestError(code: 19)
+                }
+            }
+            #expect(thrown == [18])
+            #expect(reported == [19])
+        }
+    }
+
+    /// Runs `body`, collecting the code of the `TestError` it throws and those of the `TestError`s
+    /// in `codes` that reach the process-wide handler meanwhile.
+    private func thrownAndReported(codes: ClosedRange<Int>, _ body: () throws -> Void) -> (
+        thrown: [Int], reported: [Int]
+    ) {
         let reported = Locked<[Int]>([])
         let previous = ErrorReporting.unhandledErrorHandler
         ErrorReporting.unhandledErrorHandler = { error in
-            if let error = error as? TestError, (15...17).contains(error.code) {
+            if let error = error as? TestError, codes.contains(error.code) {
                 reported.withLock { $0.append(error.code) }
             } else {
                 previous(error)
@@ -127,15 +156,8 @@ struct FailLater: AsyncStateMachine {
         }
         defer { ErrorReporting.unhandledErrorHandler = previous }
         var thrown: [Int] = []
-        do {
-            try AsyncContext.run {
-                for code in 15...17 { FailLater.start(TestError(code: code)) }
-            }
-        } catch let error as TestError {
-            thrown.append(error.code)
-        }
-        #expect(thrown.count == 1)
-        #expect((thrown + reported.withLock { $0 }).sorted() == [15, 16, 17])
+        do { try body() } catch let error as TestError { thrown.append(error.code) } catch {}
+        return (thrown, reported.withLock { $0 })
     }
 
     @Test func aSingleThreadContextRoutesFireAndForgetErrorsToItsHandler() throws {

@@ -12,8 +12,8 @@ import Synchronization
 /// ```
 ///
 /// An error from a fire-and-forget method started inside is rethrown by `run` once all work is
-/// done; when several fail, `run` rethrows the first and passes the others to
-/// ``ErrorReporting/unhandledErrorHandler``. Work that comes back to the context after `run` has returned (an await the body started
+/// done; when several fail, or the body throws too, `run` rethrows the first and passes the others
+/// to ``ErrorReporting/unhandledErrorHandler``. Work that comes back to the context after `run` has returned (an await the body started
 /// but did not wait for) runs on the pool instead, as it does for a shut-down
 /// ``SingleThreadContext``.
 ///
@@ -72,14 +72,15 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `body` with an `AsyncContext` current on this thread, pumps until the future it returns
     /// and every fire-and-forget method started inside have completed, and returns the value.
     ///
-    /// - Throws: the first error of a fire-and-forget method started inside (the others go to
-    ///   ``ErrorReporting/unhandledErrorHandler``), else the body's own error (rethrown once the
-    ///   work it started is done), else the future's error.
+    /// - Throws: the first error of a fire-and-forget method started inside, else the body's own
+    ///   error (rethrown once the work it started is done), else the future's error; the errors of
+    ///   the other failed methods, and the body's when it is not the one thrown, go to
+    ///   ``ErrorReporting/unhandledErrorHandler``.
     ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
     ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future can
     ///   only complete after a continuation runs on that context; the work left then goes on
-    ///   without this context, and the errors of fire-and-forget methods started inside go to
-    ///   ``ErrorReporting/unhandledErrorHandler``.
+    ///   without this context, and the errors of fire-and-forget methods started inside, and the
+    ///   body's, go to ``ErrorReporting/unhandledErrorHandler``.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
         let future: Future<Value>? = try context.pump {
@@ -95,8 +96,8 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `body` — typically one that starts fire-and-forget methods — with an `AsyncContext`
     /// current on this thread, and pumps until every operation started inside has completed.
     ///
-    /// - Throws: the first error of a fire-and-forget method started inside (the others go to
-    ///   ``ErrorReporting/unhandledErrorHandler``), or the body's error.
+    /// - Throws: the first error of a fire-and-forget method started inside, else the body's error;
+    ///   the others go to ``ErrorReporting/unhandledErrorHandler``.
     public static func run(_ body: () throws -> Void) throws {
         let context = AsyncContext()
         _ = try context.pump { try body() }
@@ -137,18 +138,13 @@ public final class AsyncContext: SynchronizationContext {
             defer { errors = nil }
             return errors ?? []
         }
-        if let deadlock {
-            // The deadlock is what `run` throws: errors of fire-and-forget methods are not lost.
-            for error in kept { ErrorReporting.reportUnhandled(error) }
-            throw deadlock
-        }
-        if let first = kept.first {
-            // One error can be thrown: the others go where an error nobody catches goes.
-            for error in kept.dropFirst() { ErrorReporting.reportUnhandled(error) }
-            throw first
-        }
-        if let bodyError { throw bodyError }
-        return bodyResult
+        // One error can be thrown, in this order of precedence: the others go where an error
+        // nobody catches goes.
+        var thrown = (deadlock.map { [$0] } ?? []) + kept + (bodyError.map { [$0] } ?? [])
+        guard !thrown.isEmpty else { return bodyResult }
+        let first = thrown.removeFirst()
+        for error in thrown { ErrorReporting.reportUnhandled(error) }
+        throw first
     }
 }
 
