@@ -23,7 +23,7 @@ struct TourCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Run only this section (1-\(Tour.sections.count)).")
     var section: Int?
 
-    @Flag(name: .long, help: "List the sections and exit.")
+    @Flag(name: .long, help: "List the sections (with --section, that one) and exit.")
     var list = false
 
     func validate() throws {
@@ -34,7 +34,7 @@ struct TourCommand: ParsableCommand {
 
     func run() throws {
         if list {
-            print(Self.sectionList)
+            print(section.flatMap(Tour.section(numbered:)).map(Self.line(for:)) ?? Self.sectionList)
         } else if let section, let chosen = Tour.section(numbered: section) {
             try chosen.run(into: .standardOutput)
         } else {
@@ -43,7 +43,11 @@ struct TourCommand: ParsableCommand {
     }
 
     private static var sectionList: String {
-        Tour.sections.map { "  \($0.number). \($0.title)" }.joined(separator: "\n")
+        Tour.sections.map(line(for:)).joined(separator: "\n")
+    }
+
+    private static func line(for section: TourSection) -> String {
+        "  \(section.number). \(section.title)"
     }
 }
 

@@ -81,6 +81,15 @@ private func runCommand(_ arguments: [String], environment: [String: String] = [
         #expect(output.contains("The value 'four' is invalid for '--section <section>'"), "\(output)")
     }
 
+    @Test func theListNamesEverySectionOrTheOneAskedFor() throws {
+        let (status, output) = try runCommand(["tour", "--list"])
+        #expect(status == 0)
+        #expect(output.split(separator: "\n").count == Tour.sections.count, "\(output)")
+        let (oneStatus, one) = try runCommand(["tour", "--list", "--section", "3"])
+        #expect(oneStatus == 0)
+        #expect(one == "  3. \(Tour.section(numbered: 3)!.title)\n", "\(one)")
+    }
+
     @Test func continuationsRunAfterTheCallerGoesOnAndBComesAfterTheDelay() throws {
         let lines = try liveOutput(ofSection: 1)
         #expect(stepNumbers(lines) == [1, 2, 3, 4, 5])
