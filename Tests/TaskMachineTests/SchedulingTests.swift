@@ -367,6 +367,33 @@ import Testing
         #expect(weakOutput == nil)
     }
 
+    @Test func aWaitThatGaveUpLetsGoOfItsOutputThoughItsSourceNeverCompletes() throws {
+        // The wait's forwarder is the source's only continuation, which stays in its slot until the
+        // source completes: once the wait has timed out or been cancelled, it holds nothing of it.
+        let never = Promise<Int>()
+        let tokenSource = CancellationTokenSource()
+        weak var weakCancelled: Future<Int>?
+        do {
+            let output = never.future.waiting(cancellation: tokenSource.token)
+            weakCancelled = output
+            tokenSource.cancel()
+            #expect(output.status == .cancelled)
+        }
+        #expect(weakCancelled == nil)
+        let other = Promise<Int>()
+        weak var weakTimedOut: Future<Int>?
+        do {
+            let output = other.future.waiting(timeout: .milliseconds(1))
+            weakTimedOut = output
+            #expect(throws: TimeoutError.self) { try output.wait(timeout: .seconds(10)) }
+        }
+        // The timer's worker lets go of the wait just after it fails the output.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while weakTimedOut != nil && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(weakTimedOut == nil)
+        #expect(never.future.status == .pending && other.future.status == .pending)
+    }
+
     @Test func waitingForwardsACompletionRunQueuedAfterItsSourceWasDropped() throws {
         // The forwarder is queued (it is not the source's first continuation, or the source runs
         // its continuations asynchronously), and the caller drops the source before it runs.

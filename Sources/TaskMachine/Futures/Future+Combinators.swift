@@ -177,8 +177,8 @@ extension Future where Value == Void {
 
 /// The state of a `waiting(timeout:cancellation:)` call: whichever comes first completes the output.
 ///
-/// Who holds whom: the source holds the forwarder, its continuation, which holds the race; the
-/// race holds the source until the race ends, so that a forwarder run queued, after every other
+/// Who holds whom: the source holds the forwarder, its continuation, which holds the race until the
+/// race ends; the race holds the source until then, so that a forwarder run queued, after every other
 /// owner of the source has let go of it, still finds its result. The callback registered on the
 /// token holds the race, so that the output can be cancelled while nothing else refers to the
 /// source; the timer queue holds a race with a timeout. Nothing here holds the token's source.
@@ -196,7 +196,7 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
         var source: Future<Value>?
         /// The forwarder, to take back from the source if the race ends otherwise. Weak: the
         /// source, or the queue running it, holds it.
-        weak var forwarder: WorkItem?
+        weak var forwarder: WaitingForwarder<Value>?
         /// The token's registration, its source held weakly: a strong reference would make a
         /// cycle with the callback that source holds.
         weak var tokenSource: CancellationTokenSource?
@@ -214,7 +214,7 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
 
     /// Registers on `source`, on `token` and on the timer queue.
     func start(on source: Future<Value>, cancellation token: CancellationToken) {
-        let forwarder = ClosureWorkItem { [self] in sourceCompleted() }
+        let forwarder = WaitingForwarder(race: self)
         hooks.withLock { $0.forwarder = forwarder }
         if let tokenSource = token.source {
             let registered = token.register { [self, weak tokenSource] in
@@ -250,7 +250,7 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
     }
 
     /// The source completed (first, or after the race was decided).
-    private func sourceCompleted() {
+    fileprivate func sourceCompleted() {
         let source = hooks.withLock { hooks in
             defer {
                 hooks.source = nil
@@ -265,7 +265,8 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
 
     /// Takes the forwarding continuation back from a source that lost the race, so that racing a
     /// future that never completes, again and again, does not pile up continuations on it, and
-    /// lets go of the source.
+    /// lets go of the source. A forwarder that cannot be taken back, the source's only
+    /// continuation, lets go of the race instead.
     private func dropForwarder() {
         let (source, forwarder) = hooks.withLock { hooks in
             defer {
@@ -274,7 +275,9 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
             }
             return (hooks.source, hooks.forwarder)
         }
-        if let forwarder { source?.removeContinuation(forwarder) }
+        guard let forwarder else { return }
+        source?.removeContinuation(forwarder)
+        forwarder.letGoOfRace()
     }
 
     private func unregisterFromToken() {
@@ -285,6 +288,29 @@ final class WaitingRace<Value: Sendable>: TimerEntry {
             }
         }
         registration?.unregister()
+    }
+}
+
+/// The continuation `waiting(timeout:cancellation:)` puts on its source: hands the source's
+/// completion to the race. It holds the race only until the race ends: a future's only
+/// continuation stays in its slot until the future completes, where, holding the race, it would
+/// keep the race's output alive as long as a source that never completes.
+final class WaitingForwarder<Value: Sendable>: WorkItem {
+    private let race: Locked<WaitingRace<Value>?>
+
+    init(race: WaitingRace<Value>) {
+        self.race = Locked(race)
+        super.init()
+    }
+
+    override func run() {
+        race.withLock { $0.take() }?.sourceCompleted()
+    }
+
+    /// The race ended otherwise: nothing left to forward.
+    func letGoOfRace() {
+        // Taken out and released after the lock: the race may hold the output's last reference.
+        _ = race.withLock { $0.take() }
     }
 }
 
@@ -316,3 +342,6 @@ extension WhenAnyEntry: @unchecked Sendable {}
 
 // Safe to share: the hooks sit under a lock, the rest is immutable.
 extension WaitingRace: @unchecked Sendable {}
+
+// Safe to share: the race sits under a lock.
+extension WaitingForwarder: @unchecked Sendable {}
