@@ -130,7 +130,9 @@ extension Future {
     /// "First" is the first whose continuations run: an input that queues them (a promise made
     /// with `runContinuationsAsynchronously`, or one cancelled through a token, which never runs
     /// continuations inside `cancel()`) can lose to one that completes a moment later and runs
-    /// them at once. Once one has won, the others no longer hold anything of this call.
+    /// them at once. Once one has won, the others no longer hold anything of this call; until
+    /// then, every input holds the result, so inputs that never complete keep each other and the
+    /// result in memory, even once dropped.
     ///
     /// - Returns: a future of that future; a failed one (``InvalidArgumentError``) for an empty list.
     public static func whenAny(_ futures: [Future<Value>]) -> Future<Future<Value>> {
