@@ -106,8 +106,13 @@ class MachineBox<Value: Sendable>: Future<Value> {
     private func recycle() {
         // The use first, as `ValueFutureSourceCore.reset()` moves its version first: from here a
         // value future of the old use gets a stale-token error, rather than a look at the box
-        // being cleared or, registering, a place in the next use.
-        let next = use.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+        // being cleared or, registering, a place in the next use. A load and a store, not a
+        // read-modify-write (a locked instruction on x86): only the last holder to let go writes
+        // the use, once per use. A registration still holding the old use's token expects that
+        // use's empty slot, and finds the completed slot or the next use's: it is refused either
+        // way.
+        let next = use.load(ordering: .relaxed) &+ 1
+        use.store(next, ordering: .releasing)
         // `finished` stays set: the box holds no machine until the next use installs one.
         resetForReuse(use: next)
         holders.store(Self.holderBits | Self.useTag(next), ordering: .relaxed)
