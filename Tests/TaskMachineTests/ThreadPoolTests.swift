@@ -63,7 +63,7 @@ final class Seen: @unchecked Sendable {
                 // A batch with one publication, as a worker takes from the global queue; one
                 // that does not fit is pushed job by job.
                 let batch = (number..<number + 8).map { Job.item(NumberedItem($0)) }
-                if !queue.push(contentsOf: batch) { batch.forEach(push) }
+                if !queue.push(copiesOf: batch) { batch.forEach(push) }
                 number += 8
             } else if number % 7 == 0 {
                 // Under the bottom, as a worker's LIFO job at the end of its streak.
@@ -109,7 +109,7 @@ final class Seen: @unchecked Sendable {
         #expect(queue.count == 3)
         #expect(queue.popOldest()?.number == 4, "the bottom is now 4")
         #expect(queue.pushOldest(.item(NumberedItem(100))) == nil)
-        #expect(queue.push(contentsOf: [.item(NumberedItem(200)), .item(NumberedItem(201))]))
+        #expect(queue.push(copiesOf: [.item(NumberedItem(200)), .item(NumberedItem(201))]))
         var owner: [Int] = []
         while let job = queue.pop() { owner.append(job.number) }
         #expect(owner == [200, 201, 6, 5, 100], "a batch's first job on top, a job pushed under the bottom last")
@@ -694,5 +694,16 @@ extension ThreadPool {
         let deadline = ContinuousClock.now + .seconds(20)
         while counts.idle < targetWorkerCount && ContinuousClock.now < deadline { usleep(1000) }
         usleep(20_000)  // past the spin before a park
+    }
+}
+
+extension LocalQueue {
+    /// Queues copies of `jobs` as one batch, as a worker queues what it took from the global
+    /// queue; `false`, queuing none, if they do not fit.
+    func push(copiesOf jobs: [Job]) -> Bool {
+        let words = jobs.map { $0.retainedWord() }
+        let queued = words.withUnsafeBufferPointer { push(takingRetainedWords: $0.baseAddress!, count: $0.count) }
+        if !queued { words.forEach(Job.releaseWord) }
+        return queued
     }
 }

@@ -43,6 +43,17 @@ static inline void *tm_thread_state_get(void) { return tm_thread_state; }
 
 void tm_thread_state_set(void *state);
 
+/// Asks for the cache line at `address` ahead of a write to it: a hint, which never faults.
+/// `prefetchw` on x86-64 (processors without it run it as a no-op), where the compiler's builtin
+/// makes a read prefetch unless told the processor has it.
+static inline void tm_prefetch_for_writing(const void *address) {
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)address));
+#else
+    __builtin_prefetch(address, 1, 3);
+#endif
+}
+
 /// Approximate address of the calling frame, for measuring stack depth.
 uintptr_t tm_stack_address(void);
 

@@ -18,11 +18,11 @@ import Synchronization
 /// a pop and a steal racing for the same job at least one sees the other. A pop that finds its job
 /// already claimed waits for the lock, when the thief has settled its claim, and looks again.
 ///
-/// Jobs move in and out of the slots: pushing one job, popping and stealing cost no retain and no
-/// release (`push(contentsOf:)` copies its array's jobs in). Every publication of a slot is still
-/// followed by a read-modify-write of `tail` (or `head`), never a plain store: in release builds the optimizer has moved a retain made
-/// before a plain release store below it (see the toolchain notes), and a later change that brings
-/// a copy back here must not bring that hazard with it.
+/// Jobs move in and out of the slots: pushing, popping and stealing cost no retain and no release.
+/// Every publication of a slot is still followed by a read-modify-write of `tail` (or `head`),
+/// never a plain store: in release builds the optimizer has moved a retain made before a plain
+/// release store below it (see the toolchain notes), and a later change that brings a copy back
+/// here must not bring that hazard with it.
 final class LocalQueue {
     /// Slots per queue: a power of two, and enough that the owner rarely overflows to the global
     /// queue (tokio uses the same).
@@ -120,16 +120,18 @@ final class LocalQueue {
         }
     }
 
-    /// Owner only: queues copies of `jobs` on top with one publication of the tail, the first of
-    /// them last, so that it is the next to be popped. Returns `false`, queuing none, if they do
-    /// not fit (the caller then pushes them one by one).
-    func push(contentsOf jobs: [Job]) -> Bool {
+    /// Owner only: queues the jobs of the `count` retained job words at `words` on top with one
+    /// publication of the tail, the first of them last, so that it is the next to be popped.
+    /// Returns `false`, taking none, if they do not fit (the caller then pushes them one by one).
+    func push(takingRetainedWords words: UnsafePointer<UInt>, count: Int) -> Bool {
         let (steal, _) = Self.unpack(head.load(ordering: .acquiring))
         let tail = tail.load(ordering: .relaxed)
-        guard Int(tail &- steal) + jobs.count <= Int(Self.capacity) else { return false }
-        for (offset, job) in jobs.reversed().enumerated() { slot(tail &+ UInt32(offset)).initialize(to: job) }
+        guard Int(tail &- steal) + count <= Int(Self.capacity) else { return false }
+        for offset in 0..<count {
+            slot(tail &+ UInt32(offset)).initialize(to: Job(takingRetainedWord: words[count - 1 - offset]))
+        }
         // A read-modify-write publishes every slot written above (see the type's note).
-        _ = self.tail.exchange(tail &+ UInt32(jobs.count), ordering: .releasing)
+        _ = self.tail.exchange(tail &+ UInt32(count), ordering: .releasing)
         return true
     }
 
