@@ -335,8 +335,11 @@ import Testing
         let completed = source.future.waiting(timeout: .seconds(10))
         try source.succeed(3)
         #expect(try completed.wait(timeout: .seconds(10)) == 3)
+        #expect(source.future.waiting(timeout: .seconds(1)) === source.future)  // completed: as it is
+        // A negative timeout is refused, completed or not, as `wait(timeout:)` refuses it.
         let negative = source.future.waiting(timeout: .seconds(-1))
-        #expect(negative === source.future)  // completed already: returned as it is
+        #expect(negative.status == .failed)
+        #expect(negative.error is InvalidArgumentError)
     }
 
     @Test func waitingKeepsNoTokenSourceAliveAndLetsGoOfItsSourceWhenCancelled() {

@@ -321,13 +321,14 @@ extension Future {
     /// ``TimeoutError``) or when `cancellation` is cancelled (ending cancelled). This future itself
     /// is not affected either way.
     ///
-    /// - Returns: `self` if it has completed; a failed future (``InvalidArgumentError``) for a
-    ///   negative timeout; a cancelled one when `cancellation` is cancelled already.
+    /// - Returns: a failed future (``InvalidArgumentError``) for a negative timeout, as
+    ///   ``wait(timeout:)`` throws one, even if this future has completed; else `self` if it has
+    ///   completed; a cancelled one when `cancellation` is cancelled already.
     public func waiting(timeout: Duration? = nil, cancellation: CancellationToken = .none) -> Future<Value> {
-        if isCompleted { return self }
         if let timeout, timeout < .zero {
             return .failed(InvalidArgumentError("waiting(timeout:) needs a timeout of zero or more, not \(timeout)"))
         }
+        if isCompleted { return self }
         if cancellation.isCancellationRequested { return .cancelled(token: cancellation) }
         if timeout == nil && !cancellation.canBeCancelled { return self }
         let output = Future<Value>(runsContinuationsAsynchronously: false)
