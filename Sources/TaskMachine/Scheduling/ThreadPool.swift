@@ -242,8 +242,8 @@ final class ThreadPool {
         }
     }
 
-    /// Queues many jobs from outside the pool, as the timer thread does with the timers that expire
-    /// on one tick: one lock per batch, and one wake-up.
+    /// Queues many jobs from outside the pool, as the timer thread does with the wheel's slots that
+    /// expired in one pass (a job per slot): one lock per batch, and one wake-up.
     func enqueue(contentsOf jobs: [Job]) {
         guard !jobs.isEmpty else { return }
         inject(jobs)
