@@ -150,3 +150,48 @@ func countEchoFuture<Argument: Sendable>(
         )
     }
 }
+
+/// A type per nesting depth: `Nested<Nested<…<Int>>>`.
+struct Nested<Inner> {}
+
+/// Calls `TaggedDoubled<Tag>` `calls` times, each suspending on `source`, on the `depth`-th nesting
+/// of `Tag`; returns the sum of the results, and the allocations of the last `counted` calls.
+func callTaggedDoubled<Tag>(
+    _: Tag.Type, depth: Int, calls: Int, counting counted: Int, on source: ValueFutureSourceCore<Int>
+) throws -> (sum: Int, allocations: UInt64?) {
+    if depth > 0 {
+        return try callTaggedDoubled(Nested<Tag>.self, depth: depth - 1, calls: calls, counting: counted, on: source)
+    }
+    func once(_ value: Int) throws -> Int {
+        let doubled = TaggedDoubled<Tag>.start(reading: source.makeValueFuture())
+        try source.succeed(value)
+        source.reset()
+        return try doubled.getAwaiter().getResult()
+    }
+    var sum = 0
+    for value in 0..<(calls - counted) { sum += try once(value) }
+    let allocations = try countAllocations {
+        for value in (calls - counted)..<calls { sum += try once(value) }
+    }
+    return (sum, allocations?.count)
+}
+
+extension AllocationTests {
+    /// More pooled method types than the thread's cache has rows, each called once so that its box
+    /// stays in the cache: then each, called in a loop, allocates nothing once warm, though some
+    /// share their row of the cache with a type whose box is still there.
+    @Test func aSteadyLoopOfPooledCallsAllocatesNothingWhereOtherTypesHoldItsRowOfTheCache() throws {
+        let source = ValueFutureSourceCore<Int>()
+        let types = BoxCache.kinds + 8
+        for depth in 0..<types {
+            _ = try callTaggedDoubled(Int.self, depth: depth, calls: 1, counting: 0, on: source)
+        }
+        var allocatingTypes: [Int] = []
+        for depth in 0..<types {
+            let (sum, allocations) = try callTaggedDoubled(Int.self, depth: depth, calls: 40, counting: 20, on: source)
+            #expect(sum == 2 * (0..<40).reduce(0, +))
+            if let allocations, allocations > 0 { allocatingTypes.append(depth) }
+        }
+        #expect(allocatingTypes.isEmpty, "types whose steady loop allocated: \(allocatingTypes)")
+    }
+}

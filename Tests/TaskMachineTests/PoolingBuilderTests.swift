@@ -6,7 +6,10 @@ import Testing
 
 /// `async ValueFuture<Int> Doubled(source) { let x = await source.next(); if x < 0 { throw }; return 2 * x }`
 /// on the pooling builder; a value of 0 returns without suspending when the read is ready.
-struct Doubled: AsyncStateMachine {
+typealias Doubled = TaggedDoubled<Void>
+
+/// `Doubled` as a type of its own per `Tag`: each makes another kind of box for a thread's cache.
+struct TaggedDoubled<Tag>: AsyncStateMachine {
     var builder = PoolingValueFutureMethodBuilder<Int>()
     var state = 0
     let read: ValueFutureAwaiter<Int>
@@ -29,7 +32,7 @@ struct Doubled: AsyncStateMachine {
     }
 
     static func start(reading read: consuming ValueFuture<Int>) -> ValueFuture<Int> {
-        var machine = Doubled(read: read.getAwaiter())
+        var machine = TaggedDoubled(read: read.getAwaiter())
         PoolingValueFutureMethodBuilder.start(&machine)
         return machine.builder.valueFuture
     }

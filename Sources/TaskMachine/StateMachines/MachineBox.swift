@@ -176,9 +176,12 @@ extension MachineBox: ValueFutureSource {
 
 /// Each thread's cache of pooled state machine boxes, a few per machine type.
 ///
-/// Direct-mapped by type: a box whose row another type holds with boxes in it is not kept. Plain
-/// memory rather than arrays, so that taking and keeping a box cost a few loads and stores, with no
-/// copy-on-write checks.
+/// Two-way set-associative by type: a type keeps its boxes in one of two rows, chosen by different
+/// bits of its metadata's address, so that two types sharing one row can both keep boxes. A type
+/// whose two rows both hold boxes of other types takes the second over, letting that type's boxes
+/// go: boxes left in the cache by a method no longer called must not keep a method called in a
+/// loop allocating a box every call. Plain memory rather than arrays, so that taking and keeping a
+/// box cost a few loads and stores, with no copy-on-write checks.
 @usableFromInline
 struct BoxCache {
     static let kinds = 32
@@ -189,9 +192,28 @@ struct BoxCache {
     /// `boxesPerKind` retained boxes per row.
     private var boxes: UnsafeMutablePointer<Unmanaged<AnyFuture>>?
 
-    private static func row(of key: ObjectIdentifier) -> Int {
-        // Metadata addresses are 16-byte aligned: the low bits say nothing.
-        Int(truncatingIfNeeded: (UInt(bitPattern: key) >> 4) % UInt(kinds))
+    /// The first of the two rows the type `key` names may use; `secondRow(after:for:)` the other.
+    /// Metadata addresses are 16-byte aligned, so the low four bits say nothing: the next five
+    /// choose the first row, and the four after them which of the other half's rows is the second.
+    @inline(__always)
+    private static func firstRow(for key: ObjectIdentifier) -> Int {
+        Int(truncatingIfNeeded: (UInt(bitPattern: key) >> 4) & UInt(kinds - 1))
+    }
+
+    @inline(__always)
+    private static func secondRow(after first: Int, for key: ObjectIdentifier) -> Int {
+        first ^ (Int(truncatingIfNeeded: (UInt(bitPattern: key) >> 9) & UInt(kinds / 2 - 1)) | kinds / 2)
+    }
+
+    /// The row holding the type `key` names, if either of its two does.
+    @inline(__always)
+    private static func row(holding key: ObjectIdentifier, in rows: UnsafeMutablePointer<(key: UInt, count: Int)>)
+        -> Int?
+    {
+        let first = firstRow(for: key)
+        if rows[first].key == UInt(bitPattern: key) { return first }
+        let second = secondRow(after: first, for: key)
+        return rows[second].key == UInt(bitPattern: key) ? second : nil
     }
 
     /// A cached box of the type `key` names, if this thread has one.
@@ -200,9 +222,9 @@ struct BoxCache {
         // Unretained (the thread's state outlives the call): a strong local cost a retain and a
         // release per call, and a closure through `withCurrent` is not inlined here.
         unowned(unsafe) let state = ThreadState.unretainedCurrent
-        guard let rows = state.boxCache.rows, let boxes = state.boxCache.boxes else { return nil }
-        let row = row(of: key)
-        guard rows[row].key == UInt(bitPattern: key), rows[row].count > 0 else { return nil }
+        guard let rows = state.boxCache.rows, let boxes = state.boxCache.boxes,
+            let row = row(holding: key, in: rows), rows[row].count > 0
+        else { return nil }
         rows[row].count -= 1
         return boxes[row * boxesPerKind + rows[row].count].takeRetainedValue()
     }
@@ -212,15 +234,28 @@ struct BoxCache {
         // Unretained, as in `take`.
         unowned(unsafe) let state = ThreadState.unretainedCurrent
         if state.boxCache.rows == nil { state.boxCache.allocate() }
-        let rows = state.boxCache.rows!
-        let row = row(of: key)
-        if rows[row].key != UInt(bitPattern: key) {
-            guard rows[row].count == 0 else { return }
-            rows[row].key = UInt(bitPattern: key)
-        }
+        let rows = state.boxCache.rows.unsafelyUnwrapped
+        let boxes = state.boxCache.boxes.unsafelyUnwrapped
+        let row = row(holding: key, in: rows) ?? claimRow(for: key, rows: rows, boxes: boxes)
         guard rows[row].count < boxesPerKind else { return }
-        state.boxCache.boxes![row * boxesPerKind + rows[row].count] = Unmanaged.passRetained(box)
+        boxes[row * boxesPerKind + rows[row].count] = Unmanaged.passRetained(box)
         rows[row].count += 1
+    }
+
+    /// Gives the type `key` names one of its two rows, where it holds neither: an empty one, else
+    /// the second, whose boxes of another type, idle since that type's last call, go. A cached box
+    /// holds no machine, so letting it go runs none of a method's code.
+    @inline(never)
+    private static func claimRow(
+        for key: ObjectIdentifier, rows: UnsafeMutablePointer<(key: UInt, count: Int)>,
+        boxes: UnsafeMutablePointer<Unmanaged<AnyFuture>>
+    ) -> Int {
+        let first = firstRow(for: key)
+        let row = rows[first].count == 0 ? first : secondRow(after: first, for: key)
+        let evicted = rows[row].count
+        rows[row] = (UInt(bitPattern: key), 0)
+        for index in 0..<evicted { boxes[row * boxesPerKind + index].release() }
+        return row
     }
 
     private mutating func allocate() {
