@@ -21,12 +21,18 @@ func suite(_ name: String, dependencies: [Target.Dependency]) -> Target {
     )
 }
 
+/// The benchmark tool's traits: its malloc-counting interposer, except in the build of the timed
+/// passes (`Scripts/results.py`), which sets `BENCHMARK_DISABLE_MALLOC_INTERPOSER`, so that their
+/// allocations and frees are glibc's own, with no call and no 16-byte header added to each.
+let benchmarkTraits: Set<Package.Dependency.Trait> =
+    ProcessInfo.processInfo.environment["BENCHMARK_DISABLE_MALLOC_INTERPOSER"] == nil ? ["MallocInterposer"] : []
+
 let package = Package(
     name: "TaskMachineBenchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: ".."),
-        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: benchmarkTraits),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
