@@ -301,3 +301,44 @@ func sourceObject(of future: borrowing ValueFuture<Int>) -> ObjectIdentifier? {
         #expect(result.results == [3, 42, 2, 4, 6])
     }
 }
+
+/// A made-up type key for the thread's box cache, whose rows there are `firstRow` and
+/// `firstRow ^ (16 | secondRowBits)`: the bits `BoxCache` reads from a metadata address, with
+/// `tag` above them to tell keys with the same rows apart.
+func boxCacheKey(firstRow: Int, secondRowBits: Int, tag: UInt) -> ObjectIdentifier {
+    unsafeBitCast(tag << 16 | UInt(secondRowBits) << 9 | UInt(firstRow) << 4, to: ObjectIdentifier.self)
+}
+
+extension PoolingBuilderTests {
+    /// Two types called by turns, as a pooled method and the pooled method it awaits are, whose
+    /// first rows hold boxes of types no longer called and whose second rows are one row: each
+    /// keeps its box, where each taking that row over from the other would allocate on every call.
+    @Test func twoTypesCalledByTurnsKeepTheirBoxesWhereTheyShareTheirSecondRow() {
+        let missed = Locked<Int?>(nil)
+        // A thread of its own, whose cache holds nothing else.
+        let thread = spawnThread(name: "box-cache", role: .other) {
+            let idle = [
+                boxCacheKey(firstRow: 0, secondRowBits: 5, tag: 1), boxCacheKey(firstRow: 1, secondRowBits: 6, tag: 2),
+            ]
+            // Second rows 0 ^ 16 and 1 ^ 17: both row 16.
+            let called = [
+                boxCacheKey(firstRow: 0, secondRowBits: 0, tag: 3), boxCacheKey(firstRow: 1, secondRowBits: 1, tag: 4),
+            ]
+            for key in idle { BoxCache.put(Future<Int>(runsContinuationsAsynchronously: false), as: key) }
+            var kept: [ObjectIdentifier: AnyFuture] = [:]
+            var misses = 0
+            for _ in 0..<10 {
+                for key in called {
+                    let box = BoxCache.take(key)
+                    if let previous = kept[key], box !== previous { misses += 1 }
+                    let next = box ?? Future<Int>(runsContinuationsAsynchronously: false)
+                    kept[key] = next
+                    BoxCache.put(next, as: key)
+                }
+            }
+            missed.withLock { $0 = misses }
+        }
+        pthread_join(thread, nil)
+        #expect(missed.withLock { $0 } == 0, "calls that found no box of their type once warm")
+    }
+}

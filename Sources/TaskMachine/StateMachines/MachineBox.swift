@@ -178,10 +178,13 @@ extension MachineBox: ValueFutureSource {
 ///
 /// Two-way set-associative by type: a type keeps its boxes in one of two rows, chosen by different
 /// bits of its metadata's address, so that two types sharing one row can both keep boxes. A type
-/// whose two rows both hold boxes of other types takes the second over, letting that type's boxes
-/// go: boxes left in the cache by a method no longer called must not keep a method called in a
-/// loop allocating a box every call. Plain memory rather than arrays, so that taking and keeping a
-/// box cost a few loads and stores, with no copy-on-write checks.
+/// whose two rows both hold boxes of other types takes over the one claimed longer ago, letting
+/// that type's boxes go: boxes left in the cache by a method no longer called must not keep a
+/// method called in a loop allocating a box every call. Were it always the same one of the two, two
+/// methods called by turns (a method and the pooled method it awaits), whose other rows hold such
+/// boxes, would take a row they share over from each other on every call. Plain memory rather than
+/// arrays, so that taking and keeping a box cost a few loads and stores, with no copy-on-write
+/// checks.
 @usableFromInline
 struct BoxCache {
     static let kinds = 32
@@ -191,6 +194,10 @@ struct BoxCache {
     private var rows: UnsafeMutablePointer<(key: UInt, count: Int)>?
     /// `boxesPerKind` retained boxes per row.
     private var boxes: UnsafeMutablePointer<Unmanaged<AnyFuture>>?
+    /// Per row: when a type last claimed it, on the count of claims `claims`; read and written by
+    /// `claimRow` alone, off the path of a call that finds its row.
+    private var claimedAt: UnsafeMutablePointer<UInt>?
+    private var claims: UInt = 0
 
     /// The first of the two rows the type `key` names may use; `secondRow(after:for:)` the other.
     /// Metadata addresses are 16-byte aligned, so the low four bits say nothing: the next five
@@ -236,25 +243,29 @@ struct BoxCache {
         if state.boxCache.rows == nil { state.boxCache.allocate() }
         let rows = state.boxCache.rows.unsafelyUnwrapped
         let boxes = state.boxCache.boxes.unsafelyUnwrapped
-        let row = row(holding: key, in: rows) ?? claimRow(for: key, rows: rows, boxes: boxes)
+        let row = row(holding: key, in: rows) ?? state.boxCache.claimRow(for: key)
         guard rows[row].count < boxesPerKind else { return }
         boxes[row * boxesPerKind + rows[row].count] = Unmanaged.passRetained(box)
         rows[row].count += 1
     }
 
     /// Gives the type `key` names one of its two rows, where it holds neither: an empty one, else
-    /// the second, whose boxes of another type, idle since that type's last call, go. A cached box
-    /// holds no machine, so letting it go runs none of a method's code.
+    /// the one claimed longer ago, whose boxes of another type go. A row claimed since by a type
+    /// still called stays: that type claims no row while it holds one. A cached box holds no
+    /// machine, so letting it go runs none of a method's code.
     @inline(never)
-    private static func claimRow(
-        for key: ObjectIdentifier, rows: UnsafeMutablePointer<(key: UInt, count: Int)>,
-        boxes: UnsafeMutablePointer<Unmanaged<AnyFuture>>
-    ) -> Int {
-        let first = firstRow(for: key)
-        let row = rows[first].count == 0 ? first : secondRow(after: first, for: key)
+    private mutating func claimRow(for key: ObjectIdentifier) -> Int {
+        let (rows, boxes, claimedAt) = (rows.unsafelyUnwrapped, boxes.unsafelyUnwrapped, claimedAt.unsafelyUnwrapped)
+        let first = Self.firstRow(for: key)
+        let second = Self.secondRow(after: first, for: key)
+        let row =
+            rows[first].count == 0 || (rows[second].count != 0 && claimedAt[first] < claimedAt[second])
+            ? first : second
         let evicted = rows[row].count
         rows[row] = (UInt(bitPattern: key), 0)
-        for index in 0..<evicted { boxes[row * boxesPerKind + index].release() }
+        claims += 1
+        claimedAt[row] = claims
+        for index in 0..<evicted { boxes[row * Self.boxesPerKind + index].release() }
         return row
     }
 
@@ -263,18 +274,23 @@ struct BoxCache {
         rows.initialize(repeating: (0, 0), count: Self.kinds)
         self.rows = rows
         boxes = .allocate(capacity: Self.kinds * Self.boxesPerKind)
+        let claimedAt = UnsafeMutablePointer<UInt>.allocate(capacity: Self.kinds)
+        claimedAt.initialize(repeating: 0, count: Self.kinds)
+        self.claimedAt = claimedAt
     }
 
     /// Releases every cached box and the cache's memory; when its thread ends.
     mutating func empty() {
-        guard let rows, let boxes else { return }
+        guard let rows, let boxes, let claimedAt else { return }
         for row in 0..<Self.kinds {
             for index in 0..<rows[row].count { boxes[row * Self.boxesPerKind + index].release() }
         }
         rows.deallocate()
         boxes.deallocate()
+        claimedAt.deallocate()
         self.rows = nil
         self.boxes = nil
+        self.claimedAt = nil
     }
 }
 
