@@ -64,8 +64,9 @@ def run_suites(quick, metrics=(), targets=(), log=None, time_only=False, filters
             environment["TASKMACHINE_BENCHMARK_QUICK"] = "1"
         if time_only:
             environment["TASKMACHINE_BENCHMARK_TIME_ONLY"] = "1"
-            # Read by ordo-one/benchmark's manifest: its default traits then leave out
-            # `MallocInterposer`.
+            # Read by Package.swift, which then enables none of the benchmark tool's traits, so
+            # not `MallocInterposer` (the tool's own default traits, which also read it, do not
+            # apply: Package.swift names the traits it enables).
             environment["BENCHMARK_DISABLE_MALLOC_INTERPOSER"] = "1"
         completed = subprocess.run(command, cwd=PACKAGE, env=environment, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
