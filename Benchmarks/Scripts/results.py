@@ -68,6 +68,11 @@ def run_suites(quick, metrics=(), targets=(), log=None, time_only=False, filters
             # not `MallocInterposer` (the tool's own default traits, which also read it, do not
             # apply: Package.swift names the traits it enables).
             environment["BENCHMARK_DISABLE_MALLOC_INTERPOSER"] = "1"
+        else:
+            # A counting pass needs the interposer, whatever the caller's shell exports: built
+            # without it, every count would read as nothing, and the allocation gate would write
+            # those figures back as new thresholds.
+            environment.pop("BENCHMARK_DISABLE_MALLOC_INTERPOSER", None)
         completed = subprocess.run(command, cwd=PACKAGE, env=environment, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         if log:

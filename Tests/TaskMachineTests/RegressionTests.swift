@@ -173,7 +173,7 @@ final class EntryGuard: Sendable {
             let doubled = Doubled.start(reading: ValueFuture(future: promise.future)).asFuture()
             return deadlockText { _ = try doubled.wait(timeout: .seconds(2)) }
         }
-        #expect(try outcome.wait(timeout: .seconds(10)) == "ui-pooled: Future<Int> > Doubled > Future<Int>")
+        #expect(try outcome.wait(timeout: .seconds(10)) == "ui-pooled: Future<Int> > \(Doubled.self) > Future<Int>")
         promise.trySucceed(1)
     }
 
