@@ -121,7 +121,8 @@ public final class AsyncContext: SynchronizationContext {
         var bodyError: (any Error)?
         do { bodyResult = try body() } catch { bodyError = error }
         // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
-        var deadlock: DeadlockError?
+        // A `DeadlockError`, the one error the pump throws: it stopped with work left.
+        var pumpError: (any Error)?
         do {
             try thread.blocking {
                 try loop!.pump(
@@ -129,7 +130,7 @@ public final class AsyncContext: SynchronizationContext {
                     beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
             }
         } catch {
-            deadlock = error as? DeadlockError
+            pumpError = error
         }
         // Nobody pumps the loop from here: what comes back later goes to the pool.
         for job in loop!.close() { ThreadPool.shared.enqueue(job) }
@@ -140,7 +141,7 @@ public final class AsyncContext: SynchronizationContext {
         }
         // One error can be thrown, in this order of precedence: the others go where an error
         // nobody catches goes.
-        var thrown = (deadlock.map { [$0] } ?? []) + kept + (bodyError.map { [$0] } ?? [])
+        var thrown = (pumpError.map { [$0] } ?? []) + kept + (bodyError.map { [$0] } ?? [])
         guard !thrown.isEmpty else { return bodyResult }
         let first = thrown.removeFirst()
         for error in thrown { ErrorReporting.reportUnhandled(error) }
