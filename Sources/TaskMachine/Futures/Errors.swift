@@ -2,8 +2,9 @@
 ///
 /// A future that ends cancelled rethrows this error from `getResult()`, `value` and `wait()`.
 /// A `Future.run` body that throws it with the run's own token ends the run *cancelled*; with any
-/// other token it is an ordinary failure. An async method (a state machine whose builder's
-/// `setError` receives it) ends cancelled whatever the token, as it has no token of its own.
+/// other token it is an ordinary failure. An async method that returns a future (a state machine
+/// whose builder's `setError` receives it) ends cancelled whatever the token, as it has no token of
+/// its own; a fire-and-forget method reports it as it reports any error.
 public struct OperationCancelledError: Error, Sendable, CustomStringConvertible {
     /// The token whose cancellation ended the operation, or `.none` when it was cancelled directly.
     public let token: CancellationToken
