@@ -158,7 +158,8 @@ extension Future {
     /// before any worker has started the body runs the body itself.
     ///
     /// - Parameters:
-    ///   - argument: handed to `body` on the worker; released once the body has it.
+    ///   - argument: handed to `body` on the worker; the future lets go of it as the body starts,
+    ///     and it lives on only as long as the body's use of it.
     ///   - cancellation: as for ``run(cancellation:_:)``.
     ///   - body: the work.
     @inlinable
