@@ -252,8 +252,7 @@ public class AnyFuture {
     final func tryFail(_ errors: [any Error], forceAsynchronous: Bool = false) -> Bool {
         precondition(!errors.isEmpty)
         guard reserveCompletion() else { return false }
-        failure = Failure(errors: errors, token: .none)
-        publishCompletion(.failed, forceAsynchronous: forceAsynchronous)
+        failReserved(errors, forceAsynchronous: forceAsynchronous)
         return true
     }
 
@@ -261,8 +260,7 @@ public class AnyFuture {
     @discardableResult
     final func tryCancel(token: CancellationToken, forceAsynchronous: Bool = false) -> Bool {
         guard reserveCompletion() else { return false }
-        failure = Failure(errors: [], token: token)
-        publishCompletion(.cancelled, forceAsynchronous: forceAsynchronous)
+        cancelReserved(token: token, forceAsynchronous: forceAsynchronous)
         return true
     }
 
@@ -284,14 +282,20 @@ public class AnyFuture {
         {
             return cancelReserved(token: cancelled.token)
         }
-        failure = Failure(errors: [error], token: .none)
-        publishCompletion(.failed)
+        failReserved([error])
     }
 
-    /// Cancels the future, its completion reserved already, as `tryCancel(token:)` does.
-    final func cancelReserved(token: CancellationToken) {
+    /// Fails the future, its completion reserved already, as `tryFail(_:forceAsynchronous:)` does.
+    private func failReserved(_ errors: [any Error], forceAsynchronous: Bool = false) {
+        failure = Failure(errors: errors, token: .none)
+        publishCompletion(.failed, forceAsynchronous: forceAsynchronous)
+    }
+
+    /// Cancels the future, its completion reserved already, as `tryCancel(token:forceAsynchronous:)`
+    /// does.
+    final func cancelReserved(token: CancellationToken, forceAsynchronous: Bool = false) {
         failure = Failure(errors: [], token: token)
-        publishCompletion(.cancelled)
+        publishCompletion(.cancelled, forceAsynchronous: forceAsynchronous)
     }
 
     /// Makes a completed future pending again, for a pooled state machine box that nobody else
