@@ -57,7 +57,7 @@ class WorkItem {
 extension WorkItem: @unchecked Sendable {}
 
 /// A closure as a job.
-final class ClosureWorkItem: WorkItem {
+class ClosureWorkItem: WorkItem {
     private let body: @Sendable () -> Void
 
     init(context: SynchronizationContext? = nil, _ body: @escaping @Sendable () -> Void) {
@@ -65,23 +65,19 @@ final class ClosureWorkItem: WorkItem {
         super.init(context: context)
     }
 
-    override func run() { body() }
+    final override func run() { body() }
 }
 
 /// A closure as a job that completes `output` from another future's or source's result: a
 /// forwarding continuation, such as `asFuture()`'s. It names `output`, so that the deadlock
 /// detector follows a result to the future it is forwarded to, as it follows a combinator's.
-final class ForwardingWorkItem: WorkItem {
+final class ForwardingWorkItem: ClosureWorkItem {
     private let output: AnyFuture
-    private let body: @Sendable () -> Void
 
     init(to output: AnyFuture, _ body: @escaping @Sendable () -> Void) {
         self.output = output
-        self.body = body
-        super.init()
+        super.init(body)
     }
-
-    override func run() { body() }
 
     override var dependentFuture: AnyFuture? { output }
 }
