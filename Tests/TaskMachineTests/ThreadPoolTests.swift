@@ -252,6 +252,56 @@ final class Seen: @unchecked Sendable {
         releaseLong.set()
     }
 
+    @Test func jobsStolenWhileTheirVictimParksStillWakeIt() throws {
+        // A worker that runs out of work steals the older half of another's queue, runs the oldest
+        // and keeps the rest, which are in neither queue until they land in its own: the victim,
+        // running out of work then, finds none and parks. Once they land, and the thief runs a long
+        // job, the victim must be woken to take them.
+        let inTransit = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(
+            workerCount: 2,
+            onStealInTransit: {
+                guard inTransit.trySucceed() else { return }  // the first steal only
+                while !proceed.isSet { usleepish() }
+            })
+        try pool.waitUntilIdle()
+        let releaseThief = Flag()
+        let releaseLong = Flag()
+        defer { releaseLong.set() }
+        let thiefBusy = Promise<Void>()
+        let keptRan = Promise<Void>()
+        // Busy without blocking in a way the pool sees, as a long computation is (a worker blocked
+        // in wait() would have an extra one started).
+        pool.enqueue(
+            job {
+                thiefBusy.trySucceed()
+                while !releaseThief.isSet { usleepish() }
+            })
+        try thiefBusy.future.wait(timeout: .seconds(10))
+        pool.enqueue(
+            job {
+                // The victim's queue, oldest first: the long job and the one the thief keeps, then a
+                // third it leaves; the last job queued stays in the LIFO slot.
+                pool.enqueue(job { while !releaseLong.isSet { usleepish() } })
+                pool.enqueue(job { keptRan.trySucceed() })
+                pool.enqueue(job {})
+                pool.enqueue(job {})
+                releaseThief.set()
+                while !inTransit.future.isCompleted { usleepish() }
+            })
+        try inTransit.future.wait(timeout: .seconds(10))
+        // The victim runs what the thief left, finds nothing, and parks.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while pool.counts.idle < 1 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.idle == 1, "the victim should park")
+        usleep(20_000)  // past the spin before a park
+        proceed.set()
+        // The thief now runs the long job; the parked victim must take the kept one.
+        try keptRan.future.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0, "the stolen job waited for the monitor")
+    }
+
     @Test func workQueuedAsTheSearcherGivesUpStillWakesAnIdleWorker() throws {
         // A queuer that sees a worker searching wakes nobody: the searcher is to wake the next
         // worker once it finds work. One that found none, and gives up just as two jobs arrive,

@@ -193,7 +193,10 @@ final class LocalQueue {
     /// Thief: moves about half of this queue's jobs, the oldest, into `destination`, a queue the
     /// caller owns, and returns the oldest of them to run now. `nil` when there was nothing to
     /// take or `destination` has no room for half a queue.
-    func steal(into destination: LocalQueue) -> Job? {
+    ///
+    /// - Parameter beforePublishing: for tests, called when jobs are kept, before they are
+    ///   published in `destination`: until then they are in neither queue.
+    func steal(into destination: LocalQueue, beforePublishing: (() -> Void)? = nil) -> Job? {
         let destinationTail = destination.tail.load(ordering: .relaxed)
         let (destinationSteal, _) = Self.unpack(destination.head.load(ordering: .acquiring))
         guard destinationTail &- destinationSteal <= Self.capacity / 2 else { return nil }
@@ -202,7 +205,10 @@ final class LocalQueue {
         // Moved newest first, so the oldest is on top: run it; publish the rest in the destination.
         let keep = taken - 1
         let job = destination.slot(destinationTail &+ keep).move()
-        if keep > 0 { _ = destination.tail.exchange(destinationTail &+ keep, ordering: .releasing) }
+        if keep > 0 {
+            beforePublishing?()
+            _ = destination.tail.exchange(destinationTail &+ keep, ordering: .releasing)
+        }
         return job
     }
 

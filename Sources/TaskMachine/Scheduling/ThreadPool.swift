@@ -162,15 +162,19 @@ final class ThreadPool {
     /// For tests: called by a worker woken to look for work that found none, while it still counts
     /// as searching.
     private let onSearchFailed: (@Sendable () -> Void)?
+    /// For tests: called by a worker that has stolen jobs it keeps, before they reach its own queue.
+    private let onStealInTransit: (@Sendable () -> Void)?
 
     init(
         workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000,
-        onBatchInTransit: (@Sendable () -> Void)? = nil, onSearchFailed: (@Sendable () -> Void)? = nil
+        onBatchInTransit: (@Sendable () -> Void)? = nil, onSearchFailed: (@Sendable () -> Void)? = nil,
+        onStealInTransit: (@Sendable () -> Void)? = nil
     ) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
         self.onBatchInTransit = onBatchInTransit
         self.onSearchFailed = onSearchFailed
+        self.onStealInTransit = onStealInTransit
     }
 
     // MARK: Queuing
@@ -528,10 +532,15 @@ final class ThreadPool {
             let victim = Unmanaged.passUnretained(victims[(start + offset) % victims.count])
             let stolen = victim._withUnsafeGuaranteedRef { victim -> Job? in
                 guard victim !== thief, victim.queue.count > 0 else { return nil }
-                return victim.queue.steal(into: thief.queue)
+                return victim.queue.steal(into: thief.queue, beforePublishing: onStealInTransit)
             }
             guard let job = stolen else { continue }
             activity.steals.add(1, ordering: .relaxed)
+            // The jobs kept were in no queue while they moved, as a batch from the global queue is
+            // in transit (`popGlobal`): a worker that looked for work then found none and may have
+            // parked. A searcher wakes the next one once it runs its job (`runWorker`); any other
+            // thief wakes one now, or they would wait for this one's job or the monitor.
+            if !thief.isSearching, thief.queue.count > 0 { notify() }
             return job
         }
         return nil
