@@ -140,6 +140,33 @@ struct FailLater: AsyncStateMachine {
         }
     }
 
+    /// The handler that receives the errors `run` does not throw runs on the thread `run` was
+    /// called on, with that thread's own context back: not with the finished AsyncContext, whose
+    /// loop no longer runs anything. A handler that waits for an async method of its own must see
+    /// it resume, not a DeadlockError naming a context that would never have run the continuation.
+    @Test func theHandlerOfTheErrorsRunDoesNotThrowRunsWithTheCallersContextBack() {
+        standingInForTheProcessWideHandler {
+            let seen = Locked<[String]>([])
+            let previous = ErrorReporting.unhandledErrorHandler
+            ErrorReporting.unhandledErrorHandler = { error in
+                guard let error = error as? TestError, (22...23).contains(error.code) else { return previous(error) }
+                let context = SynchronizationContext.current.map(\.name) ?? "no context"
+                let outcome = deadlockText {
+                    let resumed = ResumeWhere.start(awaiting: .delay(.milliseconds(5)), continueOnCapturedContext: true)
+                    _ = try resumed.wait(timeout: .seconds(10))
+                }
+                seen.withLock { $0.append("\(context): \(outcome)") }
+            }
+            defer { ErrorReporting.unhandledErrorHandler = previous }
+            #expect(throws: TestError.self) {
+                try AsyncContext.run {
+                    for code in 22...23 { FailLater.start(TestError(code: code)) }
+                }
+            }
+            #expect(seen.withLock { $0 } == ["no context: no deadlock"])
+        }
+    }
+
     /// Runs `body`, collecting the code of the `TestError` it throws and those of the `TestError`s
     /// in `codes` that reach the process-wide handler meanwhile.
     private func thrownAndReported(codes: ClosedRange<Int>, _ body: () throws -> Void) -> (

@@ -104,36 +104,42 @@ public final class AsyncContext: SynchronizationContext {
     }
 
     private func pump<Result>(_ body: () throws -> Result) throws -> Result? {
-        let thread = ThreadState.current
-        let saved = (thread.synchronizationContext, thread.ownedContext)
-        enclosingContext = thread.ownedContext
-        thread.synchronizationContext = self
-        thread.ownedContext = self
-        loop!.setOwner(thread)
-        defer {
-            thread.synchronizationContext = saved.0
-            thread.ownedContext = saved.1
-            enclosingContext = nil
-            awaited = nil
-            loop!.setOwner(nil)
-        }
         var bodyResult: Result?
         var bodyError: (any Error)?
-        do { bodyResult = try body() } catch { bodyError = error }
-        // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
-        // A `DeadlockError`, the one error the pump throws: it stopped with work left.
         var pumpError: (any Error)?
         do {
-            try thread.blocking {
-                try loop!.pump(
-                    until: { outstanding.load(ordering: .acquiring) == 0 },
-                    beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
+            let thread = ThreadState.current
+            let saved = (thread.synchronizationContext, thread.ownedContext)
+            enclosingContext = thread.ownedContext
+            thread.synchronizationContext = self
+            thread.ownedContext = self
+            loop!.setOwner(thread)
+            // The thread has its own context back before any error is reported below: the handler
+            // is code of the user's, and under this context, which runs nothing more, its awaits
+            // would capture a context that sends them to the pool, and its waits would be taken
+            // for deadlocks on a loop nobody pumps.
+            defer {
+                thread.synchronizationContext = saved.0
+                thread.ownedContext = saved.1
+                enclosingContext = nil
+                awaited = nil
+                loop!.setOwner(nil)
             }
-        } catch {
-            pumpError = error
+            do { bodyResult = try body() } catch { bodyError = error }
+            // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
+            // A `DeadlockError`, the one error the pump throws: it stopped with work left.
+            do {
+                try thread.blocking {
+                    try loop!.pump(
+                        until: { outstanding.load(ordering: .acquiring) == 0 },
+                        beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
+                }
+            } catch {
+                pumpError = error
+            }
+            // Nobody pumps the loop from here: what comes back later goes to the pool.
+            for job in loop!.close() { ThreadPool.shared.enqueue(job) }
         }
-        // Nobody pumps the loop from here: what comes back later goes to the pool.
-        for job in loop!.close() { ThreadPool.shared.enqueue(job) }
         // From here, a late error (the pump threw with work left) goes to the process-wide handler.
         let kept = errors.withLock { errors -> [any Error] in
             defer { errors = nil }
