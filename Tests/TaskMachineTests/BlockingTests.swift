@@ -34,6 +34,37 @@ struct DoubleAfter: AsyncStateMachine {
     }
 }
 
+/// A fire-and-forget method (`async void`) that awaits `inner`, capturing the context, and ends.
+struct AwaitAndForget: AsyncStateMachine {
+    var builder = FireAndForgetMethodBuilder()
+    var state = 0
+    let inner: Future<Int>
+    var awaiter: FutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = inner.getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            _ = try awaiter!.getResult()
+            builder.setResult()
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ inner: Future<Int>) {
+        var machine = AwaitAndForget(inner: inner)
+        FireAndForgetMethodBuilder.start(&machine)
+    }
+}
+
 @Suite struct BlockingTests {
     @Test func waitReturnsTheValueOnceCompleted() throws {
         let future = Future.run { 6 * 7 }
@@ -85,6 +116,32 @@ struct DoubleAfter: AsyncStateMachine {
         let text = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
         promise.trySucceed(1)
         #expect(text == "ui-stalled: DoubleAfter > Future<Int>")
+        try ui.shutdown()
+    }
+
+    /// `run` returns only once every fire-and-forget method started inside has ended: one that
+    /// awaits a method suspended on the context `run` stalls would keep it pumping for ever.
+    @Test func anAsyncContextWhoseFireAndForgetMethodNeedsTheContextItStallsThrowsInsteadOfPumpingForEver() throws {
+        let ui = SingleThreadContext(name: "ui-stalled-method")
+        let promise = Promise<Int>()
+        let outcome = ui.run { () -> [String] in
+            let doubled = DoubleAfter.start(promise.future)  // resumes on "ui-stalled-method"
+            return [
+                deadlockText { try AsyncContext.run { AwaitAndForget.start(doubled) } },
+                // The body's own future has completed; the method it started has not.
+                deadlockText {
+                    _ = try AsyncContext.run { () -> Future<Int> in
+                        AwaitAndForget.start(doubled)
+                        return .succeeded(1)
+                    }
+                },
+            ]
+        }
+        // As above: a pump that waited would wait for ever, and so would the shutdown.
+        let texts = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
+        promise.trySucceed(1)
+        let expected = "ui-stalled-method: AwaitAndForget > DoubleAfter > Future<Int>"
+        #expect(texts == [expected, expected])
         try ui.shutdown()
     }
 

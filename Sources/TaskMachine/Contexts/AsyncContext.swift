@@ -30,6 +30,9 @@ public final class AsyncContext: SynchronizationContext {
     private(set) var enclosingContext: SynchronizationContext?
     /// The future the body of ``run(_:)->_`` returned; on the pumping thread only.
     private var awaited: AnyFuture?
+    /// The boxes of the fire-and-forget methods started inside that have suspended and not ended:
+    /// `run` waits for them as it waits for `awaited`. `nil` once `run` has returned.
+    private let suspendedMethods = Locked<[ObjectIdentifier: AnyFuture]?>([:])
 
     private override init() {
         super.init(loop: ContextLoop())
@@ -58,6 +61,16 @@ public final class AsyncContext: SynchronizationContext {
         }
     }
 
+    /// Records `box`, a fire-and-forget method started inside, at its first suspension.
+    func methodSuspended(_ box: AnyFuture) {
+        suspendedMethods.withLock { $0?[ObjectIdentifier(box)] = box }
+    }
+
+    /// Forgets a box recorded by `methodSuspended`, as its method ends.
+    func methodEnded(_ box: AnyFuture) {
+        _ = suspendedMethods.withLock { $0?.removeValue(forKey: ObjectIdentifier(box)) }
+    }
+
     /// Keeps the error; ``run(_:)->_`` and ``run(_:)->()`` rethrow the first once its work is done,
     /// and pass the others to ``ErrorReporting/unhandledErrorHandler``.
     public override func reportUnhandledError(_ error: any Error) {
@@ -77,10 +90,11 @@ public final class AsyncContext: SynchronizationContext {
     ///   the other failed methods, and the body's when it is not the one thrown, go to
     ///   ``ErrorReporting/unhandledErrorHandler``.
     ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
-    ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future can
-    ///   only complete after a continuation runs on that context; the work left then goes on
-    ///   without this context, and the errors of fire-and-forget methods started inside, and the
-    ///   body's, go to ``ErrorReporting/unhandledErrorHandler``.
+    ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future, or a
+    ///   fire-and-forget method started inside, can only complete after a continuation runs on
+    ///   that context; the work left then goes on without this context, and the errors of
+    ///   fire-and-forget methods started inside, and the body's, go to
+    ///   ``ErrorReporting/unhandledErrorHandler``.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
         let future: Future<Value>? = try context.pump {
@@ -97,7 +111,10 @@ public final class AsyncContext: SynchronizationContext {
     /// current on this thread, and pumps until every operation started inside has completed.
     ///
     /// - Throws: the first error of a fire-and-forget method started inside, else the body's error;
-    ///   the others go to ``ErrorReporting/unhandledErrorHandler``.
+    ///   the others go to ``ErrorReporting/unhandledErrorHandler``. ``DeadlockError`` instead of
+    ///   pumping for ever when `run` is called on the thread of another context, and a
+    ///   fire-and-forget method started inside can only complete after a continuation runs on that
+    ///   context, as for ``run(_:)->_``.
     public static func run(_ body: () throws -> Void) throws {
         let context = AsyncContext()
         _ = try context.pump { try body() }
@@ -139,6 +156,13 @@ public final class AsyncContext: SynchronizationContext {
             }
             // Nobody pumps the loop from here: what comes back later goes to the pool.
             for job in loop!.close() { ThreadPool.shared.enqueue(job) }
+            // A method still suspended (the pump threw) keeps this context in its builder: let go
+            // of its box, which would keep the method; after the lock, as what it releases may
+            // run a deinit of the user's.
+            _ = suspendedMethods.withLock { methods in
+                defer { methods = nil }
+                return methods
+            }
         }
         // From here, a late error (the pump threw with work left) goes to the process-wide handler.
         let kept = errors.withLock { errors -> [any Error] in
@@ -156,15 +180,21 @@ public final class AsyncContext: SynchronizationContext {
 }
 
 extension AsyncContext {
-    /// The deadlock that pumping on until the body's future completes would be, if that future
-    /// can only complete after a continuation runs on a context this one's `run` stalls.
+    /// The deadlock that pumping on until the body's future and the fire-and-forget methods
+    /// started inside complete would be, if one of them can only complete after a continuation
+    /// runs on a context this one's `run` stalls.
     fileprivate func deadlockThroughEnclosingContexts() -> DeadlockError? {
-        guard let enclosingContext, let awaited, !awaited.isCompleted else { return nil }
-        return DeadlockDetector.detect(waitingFor: awaited, from: enclosingContext).map {
-            DeadlockError(contextName: $0.contextName, chain: $0.chain, blockingCall: "AsyncContext.run")
+        guard let enclosingContext else { return nil }
+        let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
+        for future in [awaited].compactMap({ $0 }) + methods where !future.isCompleted {
+            if let found = DeadlockDetector.detect(waitingFor: future, from: enclosingContext) {
+                return DeadlockError(
+                    contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run")
+            }
         }
+        return nil
     }
 }
 
-// Safe to share: its counters are atomics and its errors sit under a mutex.
+// Safe to share: its counters are atomics, and its errors and suspended methods sit under mutexes.
 extension AsyncContext: @unchecked Sendable {}

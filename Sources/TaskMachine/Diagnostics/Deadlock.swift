@@ -1,7 +1,7 @@
 /// The error `wait()` throws instead of blocking forever: the future it would wait for can only
 /// complete after a continuation runs on the context whose thread the wait would block. An
-/// ``AsyncContext``'s `run` throws it too, instead of pumping for ever, when its future needs the
-/// context whose thread the pump stalls.
+/// ``AsyncContext``'s `run` throws it too, instead of pumping for ever, when its future, or a
+/// fire-and-forget method started in it, needs the context whose thread the pump stalls.
 public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     /// The context whose thread was about to block.
     public let contextName: String
