@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Testing
 
@@ -62,6 +63,50 @@ struct AwaitAndForget: AsyncStateMachine {
     static func start(_ inner: Future<Int>) {
         var machine = AwaitAndForget(inner: inner)
         FireAndForgetMethodBuilder.start(&machine)
+    }
+}
+
+/// `async Future<Int> AwaitInTurn(first, second) { await first; return await second }`, neither
+/// await capturing a context.
+struct AwaitInTurn: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    let first: Future<Void>
+    let second: Future<Int>
+    var firstAwaiter: ConfiguredFutureAwaiter<Void>?
+    var secondAwaiter: ConfiguredFutureAwaiter<Int>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = first.configureAwait(false).getAwaiter()
+                firstAwaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            if state == 1 {
+                try firstAwaiter!.getResult()
+                let awaiter = second.configureAwait(false).getAwaiter()
+                secondAwaiter = awaiter
+                state = 2
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try secondAwaiter!.getResult())
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(_ first: Future<Void>, then second: Future<Int>) -> Future<Int> {
+        var machine = AwaitInTurn(first: first, second: second)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
     }
 }
 
@@ -176,6 +221,50 @@ struct AwaitAndForget: AsyncStateMachine {
         }
         let expected = "ui-run-wait: Future<Int> > SingleThreadContext.run"
         #expect(try outcome.wait(timeout: .seconds(20)) == [expected, expected])
+    }
+
+    /// The wait starts on a future that does not need the context yet, and looks for a deadlock
+    /// again each time a job queued on the context wakes it. The future comes to need the context
+    /// after the last such job: a method it awaits goes on to await a method whose continuation
+    /// already waits in the context's queue. Nothing else is queued there, yet it must be diagnosed.
+    @Test func aWaitForAFutureThatComesToNeedTheBlockedContextAfterTheLastJobQueuedThereIsDiagnosed() throws {
+        let text = try deadlockComingLater(on: "ui-later") { _ = try $0.wait() }
+        #expect(text == "ui-later: AwaitInTurn > DoubleAfter > Future<Int>")
+    }
+
+    /// As above, for the pump of an AsyncContext run on the context's thread.
+    @Test func anAsyncContextWhoseFutureComesToNeedTheContextItStallsAfterTheLastJobQueuedThereThrows() throws {
+        let text = try deadlockComingLater(on: "ui-later-run") { future in _ = try AsyncContext.run { future } }
+        #expect(text == "ui-later-run: AwaitInTurn > DoubleAfter > Future<Int>")
+    }
+
+    /// What `block`, run on the thread of a context named `name`, ends in when the future it
+    /// blocks on comes to need that context only after the last job queued there.
+    private func deadlockComingLater(
+        on name: String, _ block: @escaping @Sendable (Future<Int>) throws -> Void
+    ) throws -> String {
+        let ui = SingleThreadContext(name: name)
+        let promise = Promise<Int>()
+        let gate = Promise<Void>()
+        let started = Promise<Void>()
+        let outcome = ui.run { () -> String in
+            let doubled = DoubleAfter.start(promise.future)  // resumes on `name`
+            let inTurn = AwaitInTurn.start(gate.future, then: doubled)  // captures no context
+            started.trySucceed()
+            return deadlockText { try block(inTurn) }
+        }
+        try started.future.wait(timeout: .seconds(10))
+        usleep(100_000)  // the context's thread blocks: no deadlock yet
+        // The continuation of `doubled` is queued on the context and wakes the thread: still none.
+        try promise.succeed(1)
+        usleep(100_000)
+        // `inTurn` resumes here and awaits `doubled`: now it can only complete once the context
+        // runs that continuation, and nothing more is queued there.
+        try gate.succeed()
+        // A block that hung would hang the shutdown too: the test leaves the thread then, and fails.
+        let text = try outcome.waiting(timeout: .seconds(10)).wait(timeout: .seconds(20))
+        try ui.shutdown()
+        return text
     }
 
     @Test func aDeadlockThroughNestedMethodsNamesTheWholeChain() throws {

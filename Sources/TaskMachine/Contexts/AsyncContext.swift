@@ -149,6 +149,9 @@ public final class AsyncContext: SynchronizationContext {
                 try thread.blocking {
                     try loop!.pump(
                         until: { outstanding.load(ordering: .acquiring) == 0 },
+                        // Stalling a context, it looks for a deadlock again now and then, as a
+                        // wait() on a context's thread does.
+                        parkingAtMost: enclosingContext == nil ? -1 : DeadlockDetector.recheckNanoseconds,
                         beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
                 }
             } catch {

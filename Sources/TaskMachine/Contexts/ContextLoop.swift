@@ -54,8 +54,9 @@ final class ContextLoop {
 
     /// Runs queued jobs on the calling thread (the owner) until `isDone` holds with the queue empty,
     /// or until `stop()`. `beforeParking` runs each time the queue is empty and `isDone` does not
-    /// hold yet; what it throws ends the pump.
-    func pump(until isDone: () -> Bool, beforeParking: () throws -> Void) rethrows {
+    /// hold yet, and again every `parkingAtMost` nanoseconds (negative: only when woken) while
+    /// nothing wakes the thread; what it throws ends the pump.
+    func pump(until isDone: () -> Bool, parkingAtMost: Int64 = -1, beforeParking: () throws -> Void) rethrows {
         let thread = ThreadState.current
         while true {
             let (next, stopped) = state.withLock { state -> (Job?, Bool) in
@@ -73,7 +74,7 @@ final class ContextLoop {
             // A pump nested inside an inline continuation must not sit on deferred ones.
             Continuations.releaseDeferred(thread)
             try beforeParking()
-            thread.parker.park()
+            thread.parker.park(timeoutNanoseconds: parkingAtMost)
         }
     }
 

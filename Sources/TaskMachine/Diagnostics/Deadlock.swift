@@ -35,6 +35,12 @@ enum DeadlockDetector {
     /// Futures the walk may visit before it gives up (and lets the wait block).
     static let visitLimit = 10_000
 
+    /// How long a thread blocked on a context's behalf sleeps, when nothing wakes it, before it
+    /// looks for a deadlock again. A job queued on the context wakes it, but the future it blocks
+    /// on can come to need the context without one: a method it awaits goes on to await a method
+    /// whose continuation waits in the context's queue already.
+    static let recheckNanoseconds: Int64 = 100_000_000
+
     /// The deadlock that blocking `thread` until `target` completes would cause, if any.
     ///
     /// Every state machine suspended on the thread's context is blocked while the thread is, and so

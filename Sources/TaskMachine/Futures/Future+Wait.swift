@@ -35,6 +35,8 @@ extension AnyFuture {
         onCompletion(.item(waiter))
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
+        // On a context's thread, the detector looks again now and then, even if nothing wakes it.
+        let recheck: Int64? = thread.ownedContext == nil ? nil : DeadlockDetector.recheckNanoseconds
         return try thread.blocking {
             while !isCompleted {
                 let remaining = deadline == .max ? -1 : deadline - Clock.now
@@ -42,7 +44,9 @@ extension AnyFuture {
                     removeContinuation(waiter)
                     return false
                 }
-                thread.parker.park(timeoutNanoseconds: remaining)
+                var nap = remaining
+                if let recheck, nap < 0 || nap > recheck { nap = recheck }
+                thread.parker.park(timeoutNanoseconds: nap)
                 // A job posted to this thread's context wakes it too: look again for a deadlock.
                 if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
                     removeContinuation(waiter)
