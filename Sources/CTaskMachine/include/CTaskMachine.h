@@ -10,7 +10,7 @@ extern "C" {
 #endif
 
 /// Blocks while `*word == expected`, at most `timeout_ns` nanoseconds (negative: no limit).
-/// Returns 0 when woken (or the value already differed), else the errno (ETIMEDOUT, EINTR, EAGAIN).
+/// Returns 0 when woken, else the errno: EAGAIN when the value already differed, ETIMEDOUT, EINTR.
 int tm_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 
 /// Wakes up to `count` threads blocked on `word`; returns how many woke.

@@ -7,9 +7,9 @@ import Synchronization
 public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     /// Pool worker threads alive, extra (compensating) workers included.
     public var poolWorkers: Int
-    /// Workers running a job.
+    /// Workers neither idle nor blocked: running a job, or looking for one.
     public var busyWorkers: Int
-    /// Workers parked, waiting for work.
+    /// Workers on the idle list: parked, waiting for work, or about to park.
     public var idleWorkers: Int
     /// Workers blocked in `wait()`, in a context's `send` or `shutdown()`, or pumping an
     /// `AsyncContext`.
@@ -31,7 +31,7 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
         public var steals: UInt64
         /// Times a worker went to sleep for lack of work.
         public var parks: UInt64
-        /// Sleeping workers woken because work arrived.
+        /// Idle workers woken because work arrived, whether asleep yet or still spinning before it.
         public var wakeUps: UInt64
         /// Jobs queued from outside the pool, or overflowing a worker's queue, onto the global queue.
         public var injections: UInt64
