@@ -29,7 +29,8 @@ public final class SingleThreadContext: SynchronizationContext {
     /// - Parameters:
     ///   - name: the context's and the thread's name.
     ///   - unhandledErrorHandler: receives errors of fire-and-forget methods that captured this
-    ///     context, on its thread; by default they go to ``ErrorReporting/unhandledErrorHandler``.
+    ///     context, on its thread (on a pool worker once the context has shut down); by default
+    ///     they go to ``ErrorReporting/unhandledErrorHandler``.
     public init(name: String = "single-thread", unhandledErrorHandler: (@Sendable (any Error) -> Void)? = nil) {
         contextName = name
         unhandled = unhandledErrorHandler
@@ -126,7 +127,8 @@ public final class SingleThreadContext: SynchronizationContext {
     }
 
     /// Passes a fire-and-forget method's error to this context's `unhandledErrorHandler`, on its
-    /// thread, or to ``ErrorReporting/unhandledErrorHandler`` when it has none.
+    /// thread (on a pool worker once the context has shut down), or to
+    /// ``ErrorReporting/unhandledErrorHandler`` when it has none.
     public override func reportUnhandledError(_ error: any Error) {
         let handler = unhandled
         post {

@@ -5,8 +5,9 @@
 public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     /// The context whose thread was about to block.
     public let contextName: String
-    /// The chain of awaits, from the future `wait()` was called on down to the operation the last
-    /// state machine awaits; that machine must resume on ``contextName``.
+    /// The chain of awaits, from the future `wait()` was called on down to the last link, which must
+    /// run on ``contextName``: a state machine's resumption, or work queued there (a body passed to
+    /// `SingleThreadContext.run`).
     public let chain: [String]
     /// The call that would have blocked: `wait()`, or `AsyncContext.run`.
     let blockingCall: String
