@@ -234,7 +234,8 @@ func dispatchDelays() {
 // how late that last continuation ran after the deadline. All four take the deadline as an
 // instant: `ContinuousClock`'s for TaskMachine and Swift, converted once per iteration to NIO's
 // and Dispatch's clocks. (A relative delay computed at each call would let a preemption between
-// reading the clock and making the call push single delays back, and measure that instead.)
+// reading the clock and making the call push single delays back, and measure that instead.) A
+// delay that never fires would leave the benchmark waiting for ever: each arms the watchdog too.
 
 /// How late, after the shared deadline, the last of the delays ran its continuation.
 let lastFiredLate = BenchmarkMetric.custom(
@@ -300,6 +301,8 @@ func dueTogetherBenchmarks() {
             Future.delay(until: fired.deadline).getAwaiter().onCompleted { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
+    } setup: {
+        prepare()
     }
 
     Benchmark("\(name): peer, Task { Task.sleep(until:) }", configuration: dueTogetherConfiguration) {
@@ -312,6 +315,8 @@ func dueTogetherBenchmarks() {
             }
         }
         benchmark.measurement(lastFiredLate, await fired.waitForAllAsync())
+    } setup: {
+        prepare()
     }
 
     Benchmark("\(name): peer, NIO scheduleTask on one loop", configuration: dueTogetherConfiguration) {
@@ -323,6 +328,8 @@ func dueTogetherBenchmarks() {
             loop.scheduleTask(deadline: deadline) { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
+    } setup: {
+        prepare()
     }
 
     Benchmark("\(name): peer, DispatchQueue.global().asyncAfter", configuration: dueTogetherConfiguration) {
@@ -333,6 +340,8 @@ func dueTogetherBenchmarks() {
             DispatchQueue.global().asyncAfter(deadline: deadline) { fired.fire() }
         }
         benchmark.measurement(lastFiredLate, fired.waitForAll())
+    } setup: {
+        prepare()
     }
 }
 
