@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -25,14 +26,15 @@ static int64_t now_ns(void) {
 }
 
 /// Shared by the two players. `turn` is 0 when the main thread may go, 1 for the helper, 2 to stop.
-struct game {
+struct cfutex_game {
     _Atomic uint32_t turn;
+    _Atomic uint32_t started;
     int32_t spins;
 };
 
 /// Waits until `turn` leaves `current`, spinning first, then sleeping on the futex with a 10 ms
 /// timeout so a lost wake-up can only slow a round, never hang it.
-static void await_turn_change(struct game *game, uint32_t current) {
+static void await_turn_change(struct cfutex_game *game, uint32_t current) {
     for (int32_t spin = 0; spin < game->spins; spin++) {
         if (atomic_load_explicit(&game->turn, memory_order_acquire) != current) return;
     }
@@ -43,7 +45,8 @@ static void await_turn_change(struct game *game, uint32_t current) {
 }
 
 static void *helper(void *argument) {
-    struct game *game = argument;
+    struct cfutex_game *game = argument;
+    atomic_store_explicit(&game->started, 1, memory_order_release);
     for (;;) {
         await_turn_change(game, 0);  // wait for the ball
         if (atomic_load_explicit(&game->turn, memory_order_acquire) == 2) break;
@@ -56,29 +59,33 @@ static void *helper(void *argument) {
     return NULL;
 }
 
-int64_t cfutex_ping_pong(int64_t round_trips, int32_t spins, int64_t timeout_ns) {
-    struct game *game = calloc(1, sizeof *game);
+struct cfutex_game *cfutex_game_start(int32_t spins) {
+    struct cfutex_game *game = calloc(1, sizeof *game);
     game->spins = spins;
     pthread_t thread;
     if (pthread_create(&thread, NULL, helper, game) != 0) {
         free(game);
-        return -1;
+        return NULL;
     }
     pthread_detach(thread);
+    while (!atomic_load_explicit(&game->started, memory_order_acquire)) sched_yield();
+    return game;
+}
+
+int64_t cfutex_game_play(struct cfutex_game *game, int64_t round_trips, int64_t timeout_ns) {
     int64_t start = now_ns();
     int64_t deadline = start + timeout_ns;
     for (int64_t round = 0; round < round_trips; round++) {
         atomic_store_explicit(&game->turn, 1, memory_order_release);
         syscall(SYS_futex, (uint32_t *)&game->turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
         await_turn_change(game, 1);
-        if (now_ns() > deadline) {
-            atomic_store_explicit(&game->turn, 2, memory_order_release);
-            syscall(SYS_futex, (uint32_t *)&game->turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-            return -1;
-        }
+        if (now_ns() > deadline) return -1;
     }
-    int64_t elapsed = now_ns() - start;
+    return now_ns() - start;
+}
+
+void cfutex_game_end(struct cfutex_game *game) {
     atomic_store_explicit(&game->turn, 2, memory_order_release);
     syscall(SYS_futex, (uint32_t *)&game->turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-    return elapsed;  // the helper frees the game when it sees the stop
+    // the helper frees the game when it sees the stop
 }

@@ -18,10 +18,20 @@ void cfutex_wait(uint32_t *word, uint32_t expected);
 /// Wakes one thread sleeping on `word` (FUTEX_WAKE_PRIVATE).
 void cfutex_wake_one(uint32_t *word);
 
-/// Runs `round_trips` futex ping-pongs between the calling thread and a helper thread it starts:
-/// each side stores the turn, wakes the other and sleeps on the word until the turn comes back.
-/// `spins` bounded polls precede each sleep (0: park at once). Returns nanoseconds elapsed, or -1
-/// if the helper did not answer within `timeout_ns` (the helper is then abandoned, never joined).
-int64_t cfutex_ping_pong(int64_t round_trips, int32_t spins, int64_t timeout_ns);
+/// A futex ping-pong between the calling thread and a helper thread: each side stores the turn,
+/// wakes the other and sleeps on the word until the turn comes back.
+struct cfutex_game;
+
+/// Starts the helper thread, and returns once it runs, so that its start is no part of a game
+/// timed after it. `spins` bounded polls precede each sleep (0: park at once). NULL if the thread
+/// could not start.
+struct cfutex_game *cfutex_game_start(int32_t spins);
+
+/// Plays `round_trips` round trips. Returns nanoseconds elapsed, or -1 if the helper did not
+/// answer within `timeout_ns`.
+int64_t cfutex_game_play(struct cfutex_game *game, int64_t round_trips, int64_t timeout_ns);
+
+/// Stops the helper, which frees the game (it is never joined): `game` is not to be used after.
+void cfutex_game_end(struct cfutex_game *game);
 
 #endif
