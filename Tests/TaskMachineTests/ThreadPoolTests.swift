@@ -362,6 +362,37 @@ final class Seen: @unchecked Sendable {
         try secondGate.succeed()
     }
 
+    @Test func workQueuedWhileAWorkerSearchesIsFoundByItWithNoWakeUp() throws {
+        // A worker that runs out of work searches for a while before it parks, and while it does,
+        // a thread queuing work wakes nobody: the searcher takes the work itself.
+        let armed = Flag()
+        let searching = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(
+            workerCount: 2,
+            onSearchStarted: {
+                guard armed.isSet, searching.trySucceed() else { return }
+                while !proceed.isSet { usleepish() }
+            })
+        let warmUp = Promise<Void>()
+        pool.enqueue(job { warmUp.trySucceed() })
+        try warmUp.future.wait(timeout: .seconds(10))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while pool.counts.idle < 2 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.idle == 2, "both workers should park")
+        armed.set()
+        // Woken for this job, the worker runs it, runs out of work, and searches.
+        pool.enqueue(job {})
+        try searching.future.wait(timeout: .seconds(10))
+        let wakeUpsBefore = pool.activitySnapshot.wakeUps
+        let ran = Promise<Void>()
+        pool.enqueue(job { ran.trySucceed() })
+        #expect(pool.activitySnapshot.wakeUps == wakeUpsBefore, "queuing woke a worker while one searched")
+        proceed.set()
+        try ran.future.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.wakeUps == wakeUpsBefore, "the searcher woke a worker for a job it took")
+    }
+
     @Test func whatAWorkerPutOffIsReleasedAfterAWhileEvenIfItNeverRunsOutOfWork() throws {
         // A timer batch's worker puts off the releases of what it fired (`releasingWhenIdle`); a
         // worker that never runs out of work must still release them once they have waited

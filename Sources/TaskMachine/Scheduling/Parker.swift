@@ -40,15 +40,19 @@ final class Parker {
     ///   `pausesPerYield`). An idle pool worker's does not: with yields there, `Future.run`
     ///   throughput on the two workers fell by a quarter (147 to 185 ns an item), and the round
     ///   trip kept its gain without them.
+    /// - Parameter spins: how many polls the spin makes; 0 for a thread that has spun already
+    ///   (a pool worker that has just searched for work).
     @discardableResult
-    func park(timeoutNanoseconds: Int64 = -1, yielding: Bool = true) -> Bool {
+    func park(timeoutNanoseconds: Int64 = -1, yielding: Bool = true, spinning spins: Int = Parker.spinIterations)
+        -> Bool
+    {
         // From the call, not from the end of the spin, which on a busy machine can take a while. A
         // deadline past what the clock counts is no limit: wrapped, it was in the past, and the
         // time left below overflowed.
         let (end, overflow) = tm_monotonic_nanoseconds().addingReportingOverflow(max(0, timeoutNanoseconds))
         let timeoutNanoseconds = overflow ? -1 : timeoutNanoseconds
         let deadline = timeoutNanoseconds < 0 ? Int64.max : end
-        for iteration in 0..<Parker.spinIterations {
+        for iteration in 0..<spins {
             if tm_atomic_compare_exchange_u32(word, Parker.notified, Parker.empty) != 0 { return true }
             if yielding && iteration % Parker.pausesPerYield == Parker.pausesPerYield - 1 {
                 sched_yield()
