@@ -77,8 +77,14 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     @inlinable
     public func reset() {
         // The version first: from here a value future of the old operation gets a stale-token
-        // error rather than a glimpse of the outcome being cleared.
-        let version = currentVersion.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+        // error rather than a glimpse of the outcome being cleared. A load and a store, not a
+        // read-modify-write (a locked instruction on x86): only the one owner resets, so nothing
+        // else writes the version. Nothing needs the loads below kept after the store: a
+        // registration racing the reset lands in the old version's slot before the exchange in
+        // `resumeAbandoned` takes it, or fails against the slot that exchange or the store below
+        // leaves, either way queued to throw its stale-token error.
+        let version = currentVersion.load(ordering: .relaxed) &+ 1
+        currentVersion.store(version, ordering: .releasing)
         let wasCompleted = clearOutcome()
         outcome.store(0, ordering: .relaxed)
         // Completed, the slot takes no registration (one expects it empty, for its own version), so
