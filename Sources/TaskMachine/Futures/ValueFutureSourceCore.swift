@@ -70,7 +70,8 @@ public final class ValueFutureSourceCore<Value: Sendable>: ValueFutureSource {
     // Inlinable, so that the value is destroyed by code specialized for its type: for plain data,
     // nothing at all, where the generic code asked the type's metadata (about 15 instructions).
     /// Moves to the next operation: a new version, no result, no continuation. Value futures of
-    /// earlier versions become stale. Call it once the current operation's result has been read.
+    /// earlier versions become stale. Call it once the current operation's result has been read,
+    /// from the source's owner: two resets at once, on two threads, are not supported.
     ///
     /// A continuation still waiting on the operation, reset before it completed, is not dropped:
     /// it is queued, and its read throws ``ValueFutureSourceError/staleToken(expected:found:)``.
