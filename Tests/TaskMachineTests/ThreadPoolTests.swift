@@ -393,6 +393,55 @@ final class Seen: @unchecked Sendable {
         #expect(pool.activitySnapshot.wakeUps == wakeUpsBefore, "the searcher woke a worker for a job it took")
     }
 
+    @Test func aWorkerThatBlocksAgainWhileAnotherWorkersExtraIsStartingGetsNoSecondExtra() throws {
+        // Two workers of two block: each gets an extra. Were the first's extra not counted until
+        // its thread is on its way, the second, unblocking and blocking again meanwhile, would
+        // count one worker short and get a second extra: one more worker than blocking asks for.
+        let firstDecided = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(
+            workerCount: 2,
+            onExtraWorkerDecided: {
+                guard firstDecided.trySucceed() else { return }
+                while !proceed.isSet { usleepish() }
+            })
+        let gateA = Promise<Void>()
+        let gateB1 = Promise<Void>()
+        let gateB2 = Promise<Void>()
+        let doneA = Promise<Void>()
+        let doneB = Promise<Void>()
+        let firstWaitReturned = Promise<Void>()
+        pool.enqueue(
+            job {
+                _ = try? gateA.future.wait(timeout: .seconds(20))
+                doneA.trySucceed()
+            })
+        try firstDecided.future.wait(timeout: .seconds(10))
+        // The first worker is between deciding on its extra and starting it; the other blocks,
+        // unblocks and blocks again.
+        pool.enqueue(
+            job {
+                _ = try? gateB1.future.wait(timeout: .seconds(20))
+                firstWaitReturned.trySucceed()
+                _ = try? gateB2.future.wait(timeout: .seconds(20))
+                doneB.trySucceed()
+            })
+        let deadline = ContinuousClock.now + .seconds(10)
+        while pool.activitySnapshot.extraWorkersStarted < 1 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.activitySnapshot.extraWorkersStarted == 1, "the second worker should get an extra")
+        try gateB1.succeed()
+        try firstWaitReturned.future.wait(timeout: .seconds(10))
+        // Blocked again once it counts as blocked: it has decided on an extra or not by then.
+        while pool.counts.blocked < 2 && ContinuousClock.now < deadline { usleepish() }
+        try #require(pool.counts.blocked == 2)
+        proceed.set()
+        try gateA.succeed()
+        try doneA.future.wait(timeout: .seconds(10))
+        try gateB2.succeed()
+        try doneB.future.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.extraWorkersStarted == 2, "two blocked workers, two extras")
+    }
+
     @Test func whatAWorkerPutOffIsReleasedAfterAWhileEvenIfItNeverRunsOutOfWork() throws {
         // A timer batch's worker puts off the releases of what it fired (`releasingWhenIdle`); a
         // worker that never runs out of work must still release them once they have waited

@@ -171,12 +171,15 @@ final class ThreadPool {
     private let onStealInTransit: (@Sendable () -> Void)?
     /// For tests: called by a worker out of work that has become the searcher, before its search.
     private let onSearchStarted: (@Sendable () -> Void)?
+    /// For tests: called by a worker about to block that is to get an extra worker, before the
+    /// extra's thread starts.
+    private let onExtraWorkerDecided: (@Sendable () -> Void)?
 
     init(
         workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000,
         onBatchInTransit: (@Sendable () -> Void)? = nil, onSearchFailed: (@Sendable () -> Void)? = nil,
         onStealInTransit: (@Sendable () -> Void)? = nil,
-        onSearchStarted: (@Sendable () -> Void)? = nil
+        onSearchStarted: (@Sendable () -> Void)? = nil, onExtraWorkerDecided: (@Sendable () -> Void)? = nil
     ) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
@@ -184,6 +187,7 @@ final class ThreadPool {
         self.onSearchFailed = onSearchFailed
         self.onStealInTransit = onStealInTransit
         self.onSearchStarted = onSearchStarted
+        self.onExtraWorkerDecided = onExtraWorkerDecided
     }
 
     // MARK: Queuing
@@ -422,14 +426,24 @@ final class ThreadPool {
     }
 
     private func startWorker(isExtra: Bool) {
-        let worker = control.withLock { control -> Worker in
-            defer { control.nextIndex += 1 }
-            let worker = Worker(index: control.nextIndex, isExtra: isExtra, pool: self)
-            control.workers.append(worker)
-            workersVersion.add(1, ordering: .releasing)
-            return worker
-        }
-        if isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
+        startThread(of: control.withLock { addWorker(isExtra: isExtra, to: &$0) })
+    }
+
+    /// Adds a worker to the list, under the control lock, for `startThread(of:)` to start once the
+    /// lock is released. A worker that is to be added when a condition on the list holds is added
+    /// under the same lock as the condition is checked: counted from then on, it keeps a second
+    /// check, made before its thread starts, from adding another for the same need.
+    private func addWorker(isExtra: Bool, to control: inout Control) -> Worker {
+        defer { control.nextIndex += 1 }
+        let worker = Worker(index: control.nextIndex, isExtra: isExtra, pool: self)
+        control.workers.append(worker)
+        workersVersion.add(1, ordering: .releasing)
+        return worker
+    }
+
+    /// Starts the thread of `worker`, added by `addWorker(isExtra:to:)`.
+    private func startThread(of worker: Worker) {
+        if worker.isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
         let thread = spawnThread(name: "pool-\(worker.index)", role: .poolWorker) { [worker] in
             worker.state = ThreadState.current
             // Unretained: this closure holds the worker until the thread ends.
@@ -672,12 +686,20 @@ final class ThreadPool {
             // First in line for the worker that steals from this one while it blocks.
             pushLocalOldest(job, on: worker)
         }
-        let startExtra = control.withLock { control -> Bool in
+        let extra = control.withLock { control -> Worker? in
             control.blocked += 1
-            return control.workers.count - control.blocked < targetWorkerCount
-                && control.workers.count < targetWorkerCount + Self.maxExtraWorkers
+            guard
+                control.workers.count - control.blocked < targetWorkerCount
+                    && control.workers.count < targetWorkerCount + Self.maxExtraWorkers
+            else { return nil }
+            return addWorker(isExtra: true, to: &control)
         }
-        if startExtra { startWorker(isExtra: true) } else { notify() }
+        if let extra {
+            onExtraWorkerDecided?()
+            startThread(of: extra)
+        } else {
+            notify()
+        }
     }
 
     /// Called by a worker when its blocking call returns.
@@ -694,9 +716,7 @@ final class ThreadPool {
         var lastCompleted: UInt64 = 0
         while true {
             monitorParker.park(timeoutNanoseconds: Self.starvationPeriodNanoseconds)
-            let (workers, canGrow) = control.withLock { control in
-                (control.workers, control.workers.count < targetWorkerCount + Self.maxExtraWorkers)
-            }
+            let workers = control.withLock { $0.workers }
             // Before the LIFO jobs below are queued: those have not stood still on a queue, and an
             // idle worker that their queuing wakes runs them.
             let queued = hasStealableWork()
@@ -710,9 +730,16 @@ final class ThreadPool {
                 }
                 worker.completedAtLastLook = done
             }
-            if completed == lastCompleted && canGrow && queued {
-                activity.starvationWorkersAdded.add(1, ordering: .relaxed)
-                startWorker(isExtra: true)
+            if completed == lastCompleted && queued {
+                // The cap is checked as the worker is added, under the same lock.
+                let extra = control.withLock { control -> Worker? in
+                    guard control.workers.count < targetWorkerCount + Self.maxExtraWorkers else { return nil }
+                    return addWorker(isExtra: true, to: &control)
+                }
+                if let extra {
+                    activity.starvationWorkersAdded.add(1, ordering: .relaxed)
+                    startThread(of: extra)
+                }
             }
             lastCompleted = completed
         }
