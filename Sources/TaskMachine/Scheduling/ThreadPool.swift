@@ -441,6 +441,13 @@ final class ThreadPool {
         return worker
     }
 
+    /// Adds an extra worker, as `addWorker(isExtra:to:)` does, unless the pool has
+    /// `maxExtraWorkers` already: the cap is checked under the lock that adds the worker.
+    private func addExtraWorker(to control: inout Control) -> Worker? {
+        guard control.workers.count < targetWorkerCount + Self.maxExtraWorkers else { return nil }
+        return addWorker(isExtra: true, to: &control)
+    }
+
     /// Starts the thread of `worker`, added by `addWorker(isExtra:to:)`.
     private func startThread(of worker: Worker) {
         if worker.isExtra { activity.extraWorkersStarted.add(1, ordering: .relaxed) }
@@ -688,11 +695,8 @@ final class ThreadPool {
         }
         let extra = control.withLock { control -> Worker? in
             control.blocked += 1
-            guard
-                control.workers.count - control.blocked < targetWorkerCount
-                    && control.workers.count < targetWorkerCount + Self.maxExtraWorkers
-            else { return nil }
-            return addWorker(isExtra: true, to: &control)
+            guard control.workers.count - control.blocked < targetWorkerCount else { return nil }
+            return addExtraWorker(to: &control)
         }
         if let extra {
             onExtraWorkerDecided?()
@@ -731,12 +735,7 @@ final class ThreadPool {
                 worker.completedAtLastLook = done
             }
             if completed == lastCompleted && queued {
-                // The cap is checked as the worker is added, under the same lock.
-                let extra = control.withLock { control -> Worker? in
-                    guard control.workers.count < targetWorkerCount + Self.maxExtraWorkers else { return nil }
-                    return addWorker(isExtra: true, to: &control)
-                }
-                if let extra {
+                if let extra = control.withLock({ addExtraWorker(to: &$0) }) {
                     activity.starvationWorkersAdded.add(1, ordering: .relaxed)
                     startThread(of: extra)
                 }
