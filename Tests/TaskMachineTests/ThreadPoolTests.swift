@@ -212,10 +212,12 @@ final class Seen: @unchecked Sendable {
         // and the first worker runs a long job, the other must be woken to take it.
         let inTransit = Promise<Void>()
         let proceed = Flag()
-        let pool = ThreadPool(workerCount: 2) {
-            guard inTransit.trySucceed() else { return }  // the first batch only
-            while !proceed.isSet { usleepish() }
-        }
+        let pool = ThreadPool(
+            workerCount: 2,
+            hooks: .init(onBatchInTransit: {
+                guard inTransit.trySucceed() else { return }  // the first batch only
+                while !proceed.isSet { usleepish() }
+            }))
         let releaseFirst = Flag()
         let releaseSecond = Flag()
         let releaseLong = Flag()
@@ -261,10 +263,10 @@ final class Seen: @unchecked Sendable {
         let proceed = Flag()
         let pool = ThreadPool(
             workerCount: 2,
-            onStealInTransit: {
+            hooks: .init(onStealInTransit: {
                 guard inTransit.trySucceed() else { return }  // the first steal only
                 while !proceed.isSet { usleepish() }
-            })
+            }))
         try pool.waitUntilIdle()
         let releaseThief = Flag()
         let releaseLong = Flag()
@@ -312,10 +314,10 @@ final class Seen: @unchecked Sendable {
         let proceed = Flag()
         let pool = ThreadPool(
             workerCount: 2,
-            onSearchFailed: {
+            hooks: .init(onSearchFailed: {
                 guard armed.isSet, gaveUp.trySucceed() else { return }
                 while !proceed.isSet { usleepish() }
-            })
+            }))
         // Three workers for a target of two: an extra one, started for a worker that blocked,
         // stays once that worker is back.
         let firstGate = Promise<Void>()
@@ -370,10 +372,10 @@ final class Seen: @unchecked Sendable {
         let proceed = Flag()
         let pool = ThreadPool(
             workerCount: 2,
-            onSearchStarted: {
+            hooks: .init(onSearchStarted: {
                 guard armed.isSet, searching.trySucceed() else { return }
                 while !proceed.isSet { usleepish() }
-            })
+            }))
         let warmUp = Promise<Void>()
         pool.enqueue(job { warmUp.trySucceed() })
         try warmUp.future.wait(timeout: .seconds(10))
@@ -401,10 +403,10 @@ final class Seen: @unchecked Sendable {
         let proceed = Flag()
         let pool = ThreadPool(
             workerCount: 2,
-            onExtraWorkerDecided: {
+            hooks: .init(onExtraWorkerDecided: {
                 guard firstDecided.trySucceed() else { return }
                 while !proceed.isSet { usleepish() }
-            })
+            }))
         let gateA = Promise<Void>()
         let gateB1 = Promise<Void>()
         let gateB2 = Promise<Void>()
@@ -515,6 +517,49 @@ final class Seen: @unchecked Sendable {
         let period = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds)
         #expect(longestStill < period * 2)
         #expect(pool.activitySnapshot.starvationWorkersAdded >= 1)
+    }
+
+    @Test func workQueuedJustBeforeALookHasNotStoodStillAndGetsNoWorkerUntilItHas() throws {
+        // The one worker is in a long job that a look has seen start. Work queued just before the
+        // next look has not stood still for a period: no worker is added for it then. Left
+        // standing while the job goes on, it gets one a period or so later.
+        let looks = Counter()
+        let stopAtLook = Locked(Int.max)
+        let stopped = Promise<Void>()
+        let proceed = Flag()
+        let pool = ThreadPool(
+            workerCount: 1,
+            hooks: .init(onMonitorLook: {
+                looks.increment()
+                guard looks.count == stopAtLook.withLock({ $0 }) else { return }
+                stopped.trySucceed()
+                while !proceed.isSet { usleepish() }
+            }))
+        let releaseLong = Flag()
+        defer { releaseLong.set() }
+        let longStarted = Promise<Void>()
+        pool.enqueue(
+            job {  // busy without blocking in a way the pool sees, as a long computation is
+                longStarted.trySucceed()
+                while !releaseLong.isSet { usleepish() }
+            })
+        try longStarted.future.wait(timeout: .seconds(10))
+        // The next look begins after the job started, and sees it; stop the monitor at the one after.
+        let seen = looks.count + 1
+        stopAtLook.withLock { $0 = seen + 1 }
+        try stopped.future.wait(timeout: .seconds(10))
+        let queuedRan = Promise<Void>()
+        pool.enqueue(job { queuedRan.trySucceed() })
+        proceed.set()
+        // That look is over once the next begins.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while looks.count < seen + 2 && ContinuousClock.now < deadline { usleepish() }
+        try #require(looks.count >= seen + 2)
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 0, "a worker added for work just queued")
+        #expect(!queuedRan.future.isCompleted)
+        // Standing still now: a worker is added for it.
+        try queuedRan.future.wait(timeout: .seconds(10))
+        #expect(pool.activitySnapshot.starvationWorkersAdded == 1)
     }
 
     @Test(arguments: [1, 2])

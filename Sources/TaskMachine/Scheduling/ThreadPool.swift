@@ -30,10 +30,11 @@ import Synchronization
 ///
 /// Blocking: a worker about to block in `wait()` hands its LIFO job over and, when fewer than the
 /// target number of workers would be left unblocked, starts an extra worker at once. A monitor
-/// thread looks every `starvationPeriod`: it takes the LIFO job of a worker that has not finished a
-/// job since its last look (stuck in a long job, or polling for that very job) and queues it where
-/// any worker can run it, and it adds a worker when queued work has not moved at all. Extra
-/// workers retire after `extraWorkerIdleNanoseconds` idle.
+/// thread looks four times every `starvationPeriodNanoseconds`: it takes the LIFO job of a worker
+/// that has started no job for a period (stuck in a long job, or polling for that very job) and
+/// queues it where any worker can run it, and it adds a worker when queued work has stood still
+/// for a period, no worker starting a job meanwhile. Extra workers retire after
+/// `extraWorkerIdleNanoseconds` idle.
 ///
 /// A pool lives as long as the process: its workers and its monitor never exit, but for extra
 /// workers that retire. The shared pool is the only one made outside tests.
@@ -74,14 +75,15 @@ final class ThreadPool {
         /// owner puts and takes it; the monitor takes it from a worker stuck in a long job. Every
         /// change is a read-modify-write (an exchange), which also publishes a job put there.
         let lifoSlot = Atomic<UInt>(0)
-        /// Monitor only: `completed` at its last look.
-        @exclusivity(unchecked) var completedAtLastLook: UInt64 = 0
+        /// Monitor only: `started` at its last look, and when it last saw that change.
+        @exclusivity(unchecked) var startedAtLastLook: UInt64 = 0
+        @exclusivity(unchecked) var startedChangedAt = Clock.now
         /// Owner only: woken to look for work, and not found any yet.
         var isSearching = false
         /// Set by the waker, under the pool's lock, when it takes this worker off the idle list.
         let notified = Atomic<Bool>(false)
-        /// Jobs run; written by the owner, read by the monitor.
-        let completed = Atomic<UInt64>(0)
+        /// Jobs started, counted as each begins; written by the owner, read by the monitor.
+        let started = Atomic<UInt64>(0)
         /// Owner only: xorshift state for choosing victims.
         var random: UInt64
         /// Owner only: room for the jobs taken from the global queue on their way to `queue`, as
@@ -161,33 +163,30 @@ final class ThreadPool {
     private let searchingCount = Atomic<Int>(0)
     private let monitorParker = Parker()
     let activity = Activity()
-    /// For tests: called by a worker that has taken a batch from the global queue, before the batch
-    /// reaches its own queue.
-    private let onBatchInTransit: (@Sendable () -> Void)?
-    /// For tests: called by a searching worker that found no work, while it still counts as
-    /// searching.
-    private let onSearchFailed: (@Sendable () -> Void)?
-    /// For tests: called by a worker that has stolen jobs it keeps, before they reach its own queue.
-    private let onStealInTransit: (@Sendable () -> Void)?
-    /// For tests: called by a worker out of work that has become the searcher, before its search.
-    private let onSearchStarted: (@Sendable () -> Void)?
-    /// For tests: called by a worker about to block that is to get an extra worker, before the
-    /// extra's thread starts.
-    private let onExtraWorkerDecided: (@Sendable () -> Void)?
+    private let hooks: Hooks
 
-    init(
-        workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000,
-        onBatchInTransit: (@Sendable () -> Void)? = nil, onSearchFailed: (@Sendable () -> Void)? = nil,
-        onStealInTransit: (@Sendable () -> Void)? = nil,
-        onSearchStarted: (@Sendable () -> Void)? = nil, onExtraWorkerDecided: (@Sendable () -> Void)? = nil
-    ) {
+    /// Calls a pool makes at points that tests need to stop it at; each `nil` outside tests.
+    struct Hooks: Sendable {
+        /// Called by a worker that has taken a batch from the global queue, before the batch
+        /// reaches its own queue.
+        var onBatchInTransit: (@Sendable () -> Void)?
+        /// Called by a searching worker that found no work, while it still counts as searching.
+        var onSearchFailed: (@Sendable () -> Void)?
+        /// Called by a worker that has stolen jobs it keeps, before they reach its own queue.
+        var onStealInTransit: (@Sendable () -> Void)?
+        /// Called by a worker out of work that has become the searcher, before its search.
+        var onSearchStarted: (@Sendable () -> Void)?
+        /// Called by a worker about to block that is to get an extra worker, before the extra's
+        /// thread starts.
+        var onExtraWorkerDecided: (@Sendable () -> Void)?
+        /// Called by the monitor as each look begins, before it reads anything.
+        var onMonitorLook: (@Sendable () -> Void)?
+    }
+
+    init(workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000, hooks: Hooks = Hooks()) {
         targetWorkerCount = max(1, workerCount)
         self.extraWorkerIdleNanoseconds = extraWorkerIdleNanoseconds
-        self.onBatchInTransit = onBatchInTransit
-        self.onSearchFailed = onSearchFailed
-        self.onStealInTransit = onStealInTransit
-        self.onSearchStarted = onSearchStarted
-        self.onExtraWorkerDecided = onExtraWorkerDecided
+        self.hooks = hooks
     }
 
     // MARK: Queuing
@@ -366,7 +365,7 @@ final class ThreadPool {
         // pass over the batch: without that, `Future.run` from outside the pool took 189 ns per
         // item instead of 172 (harness medians of 11). Pushed under the lock, the jobs made steals
         // four times as frequent.
-        onBatchInTransit?()
+        hooks.onBatchInTransit?()
         for index in 0..<taken {
             // The object's first two cache lines: its header and the fields a run touches first.
             let object = UnsafeRawPointer(bitPattern: batch[index] & ~SlotWord.itemTag).unsafelyUnwrapped
@@ -480,8 +479,8 @@ final class ThreadPool {
                         if hasStealableWork() { notify() }
                     }
                 }
+                worker.started.store(worker.started.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
                 job.run()
-                worker.completed.store(worker.completed.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
                 // A worker that stays busy releases what it put off once it has waited long enough,
                 // not only when it runs out of work (which may not happen for as long as it is busy).
                 if !worker.retired.isEmpty && Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
@@ -490,7 +489,7 @@ final class ThreadPool {
                 continue
             }
             if worker.isSearching {
-                onSearchFailed?()
+                hooks.onSearchFailed?()
                 worker.isSearching = false
                 // The last searcher gives up: a queuer that saw it searching woke nobody, counting on
                 // it to wake the next once it found work. This worker takes one job on its way to
@@ -513,7 +512,7 @@ final class ThreadPool {
             // searcher that finds more work than it can run wakes it with no system call.
             if !spun, startSearching(worker) {
                 spun = true
-                onSearchStarted?()
+                hooks.onSearchStarted?()
                 spinForWork(worker)
                 continue
             }
@@ -576,7 +575,7 @@ final class ThreadPool {
             let victim = Unmanaged.passUnretained(victims[(start + offset) % victims.count])
             let stolen = victim._withUnsafeGuaranteedRef { victim -> Job? in
                 guard victim !== thief, victim.queue.count > 0 else { return nil }
-                return victim.queue.steal(into: thief.queue, beforePublishing: onStealInTransit)
+                return victim.queue.steal(into: thief.queue, beforePublishing: hooks.onStealInTransit)
             }
             guard let job = stolen else { continue }
             activity.steals.add(1, ordering: .relaxed)
@@ -699,7 +698,7 @@ final class ThreadPool {
             return addExtraWorker(to: &control)
         }
         if let extra {
-            onExtraWorkerDecided?()
+            hooks.onExtraWorkerDecided?()
             startThread(of: extra)
         } else {
             notify()
@@ -711,36 +710,55 @@ final class ThreadPool {
         control.withLock { $0.blocked -= 1 }
     }
 
-    /// Every `starvationPeriodNanoseconds`: a worker that finished no job since the last look and
-    /// holds a LIFO job, which no other worker can take, gives it up to the global queue; then, if
-    /// work was queued before that and no worker at all finished a job, every worker is stuck in a
-    /// long job: add one (a LIFO job given up with no idle worker to take it gets one at the next
-    /// look).
+    /// The monitor's looks per `starvationPeriodNanoseconds`: work that stands still is seen
+    /// between one period and a period and a quarter after it was queued, and work that has not
+    /// stood still for a period is not mistaken for it.
+    static let monitorLooksPerPeriod: Int64 = 4
+
+    /// Looks at the workers `monitorLooksPerPeriod` times a period, and at each look:
+    /// - a worker that has started no job for a period (stuck in a long job, or polling for that
+    ///   very job) and holds a LIFO job, which no other worker takes, gives it up to the global
+    ///   queue;
+    /// - if queued work has stood still for a period, every worker busy all along, with no job
+    ///   started by any of them while it was queued, a worker is added (a LIFO job given up with no
+    ///   idle worker to take it gets one a period later).
+    ///
+    /// Work counts as standing still from the last look that saw nothing queued or a job started:
+    /// work queued just before a look, in a pool that had nothing to do for a while, has not.
     private func runMonitor() {
-        var lastCompleted: UInt64 = 0
+        let period = Self.starvationPeriodNanoseconds
+        // The last look at which no work was queued, or some worker had started a job since the
+        // look before.
+        var lastMovingLook = Clock.now
         while true {
-            monitorParker.park(timeoutNanoseconds: Self.starvationPeriodNanoseconds)
+            monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
+            hooks.onMonitorLook?()
+            let now = Clock.now
             let workers = control.withLock { $0.workers }
             // Before the LIFO jobs below are queued: those have not stood still on a queue, and an
             // idle worker that their queuing wakes runs them.
             let queued = hasStealableWork()
-            var completed: UInt64 = 0
+            var moved = false
             for worker in workers {
-                let done = worker.completed.load(ordering: .relaxed)
-                completed &+= done
-                if done == worker.completedAtLastLook, let job = worker.takeLifoJob() {
+                let started = worker.started.load(ordering: .relaxed)
+                if started != worker.startedAtLastLook {
+                    worker.startedAtLastLook = started
+                    worker.startedChangedAt = now
+                    moved = true
+                } else if now - worker.startedChangedAt >= period, let job = worker.takeLifoJob() {
                     activity.lifoJobsRescued.add(1, ordering: .relaxed)
                     inject(job, countsAsInjection: false)
                 }
-                worker.completedAtLastLook = done
             }
-            if completed == lastCompleted && queued {
+            if moved || !queued {
+                lastMovingLook = now
+            } else if now - lastMovingLook >= period {
+                lastMovingLook = now
                 if let extra = control.withLock({ addExtraWorker(to: &$0) }) {
                     activity.starvationWorkersAdded.add(1, ordering: .relaxed)
                     startThread(of: extra)
                 }
             }
-            lastCompleted = completed
         }
     }
 
