@@ -285,6 +285,86 @@ struct AwaitInTurn: AsyncStateMachine {
         #expect(chain.count == 3)
     }
 
+    @Test func aWaitForARunBodyBlockedOnWorkQueuedOnTheWaitingContextIsDiagnosed() throws {
+        // The context's thread waits for a `Future.run` body that waits in turn, blocking its pool
+        // worker, for a body it queued on that same context: a cycle through a blocked thread.
+        // Whichever blocks first, the context's thread finds it (at once, or on a later look).
+        for bodyBlocksFirst in [false, true] {
+            let ui = SingleThreadContext(name: "ui-through-worker")
+            let outcome = ui.run { () -> String in
+                let queued = Promise<Void>()
+                let work = Future.run { () throws -> Int in
+                    let onUI = ui.run { 42 }
+                    queued.trySucceed()
+                    return try onUI.wait()
+                }
+                if bodyBlocksFirst {
+                    try? queued.future.wait(timeout: .seconds(10))
+                    usleep(20_000)
+                }
+                let text = deadlockText { _ = try work.wait() }
+                // Once this thread is free, the body it queued runs and the worker goes on.
+                return text
+            }
+            let text = try outcome.wait(timeout: .seconds(20))
+            #expect(
+                withoutWorkerNumbers(text)
+                    == "ui-through-worker: run { } -> Future<Int> (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
+            )
+            try ui.shutdown()
+        }
+    }
+
+    @Test func aRunBodyWaitingWithATimeLimitForTheWaitingContextIsNoDeadlock() throws {
+        // As above, but the body waits with a time limit: it gives up and goes on, and the
+        // context's thread, waiting for it meanwhile, gets its result rather than an error.
+        let ui = SingleThreadContext(name: "ui-timed")
+        let outcome = ui.run { () -> String in
+            let work = Future.run { () -> Int in
+                (try? ui.run { 42 }.wait(timeout: .milliseconds(300))) ?? -1
+            }
+            var result = 0
+            let text = deadlockText { result = try work.wait() }
+            return "\(text), \(result)"
+        }
+        #expect(try outcome.wait(timeout: .seconds(20)) == "no deadlock, -1")
+        try ui.shutdown()
+    }
+
+    @Test func aWaitForARunBodyThatRunsAnotherWhichBlocksOnTheWaitingContextIsDiagnosed() throws {
+        // As above, the body waiting for a second `Future.run` that no worker has started: it runs
+        // the second body itself, nested, and that one blocks. Both bodies are held up.
+        let ui = SingleThreadContext(name: "ui-through-nested")
+        let outcome = ui.run { () -> String in
+            let work = Future.run { () throws -> Int in
+                let second = Future.run { () throws -> Int in try ui.run { 42 }.wait() }
+                return try second.wait()
+            }
+            return deadlockText { _ = try work.wait() }
+        }
+        let text = try outcome.wait(timeout: .seconds(20))
+        #expect(
+            withoutWorkerNumbers(text)
+                == "ui-through-nested: run { } -> Future<Int> (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
+        )
+        try ui.shutdown()
+    }
+
+    @Test func aWaitForAMethodThatBlocksOnWorkQueuedOnTheWaitingContextIsDiagnosed() throws {
+        // As above, with an async method on the pool that blocks in `wait()` inside `moveNext`.
+        let ui = SingleThreadContext(name: "ui-through-method")
+        let outcome = ui.run { () -> String in
+            let method = BlockAfterResuming.start(on: ui, awaiting: .delay(.milliseconds(1)))
+            return deadlockText { _ = try method.wait() }
+        }
+        let text = try outcome.wait(timeout: .seconds(20))
+        #expect(
+            withoutWorkerNumbers(text)
+                == "ui-through-method: BlockAfterResuming (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
+        )
+        try ui.shutdown()
+    }
+
     @Test func waitingOnAContextThreadIsFineWhenTheContinuationDoesNotNeedIt() throws {
         let ui = SingleThreadContext(name: "ui-nodeadlock")
         defer { try? ui.shutdown() }
@@ -329,5 +409,43 @@ func deadlockText(_ body: () throws -> Void) -> String {
         return "\(error.contextName): \(error.chain.joined(separator: " > "))"
     } catch {
         return "\(error)"
+    }
+}
+
+/// `text` with each pool worker's number replaced by N.
+func withoutWorkerNumbers(_ text: String) -> String {
+    text.replacing(/pool-[0-9]+/, with: "pool-N")
+}
+
+/// An async method that resumes on the pool (`configureAwait(false)`), then blocks its worker in
+/// `wait()` for a body it queues on `context`.
+struct BlockAfterResuming: AsyncStateMachine {
+    var builder = FutureMethodBuilder<Int>()
+    var state = 0
+    let context: SingleThreadContext
+    let awaited: Future<Void>
+    var awaiter: ConfiguredFutureAwaiter<Void>?
+
+    mutating func moveNext() {
+        do {
+            if state == 0 {
+                let awaiter = awaited.configureAwait(false).getAwaiter()
+                self.awaiter = awaiter
+                state = 1
+                if !awaiter.isCompleted {
+                    awaitUnsafeOnCompleted(awaiter)
+                    return
+                }
+            }
+            builder.setResult(try context.run { 42 }.wait())
+        } catch {
+            builder.setError(error)
+        }
+    }
+
+    static func start(on context: SingleThreadContext, awaiting awaited: Future<Void>) -> Future<Int> {
+        var machine = BlockAfterResuming(context: context, awaited: awaited)
+        FutureMethodBuilder.start(&machine)
+        return machine.builder.future
     }
 }

@@ -7,7 +7,9 @@ public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     public let contextName: String
     /// The chain of awaits, from the future `wait()` was called on down to the last link, which must
     /// run on ``contextName``: a state machine's resumption, or work queued there (a body passed to
-    /// `SingleThreadContext.run`).
+    /// `SingleThreadContext.run`). A link may be a thread blocked in `wait()` rather than an await:
+    /// the work of a future (a `Future.run` body, a method's `moveNext`) that waits for the next
+    /// link, whose name then ends in "(in wait() on" and the thread's name.
     public let chain: [String]
     /// The call that would have blocked: `wait()`, or `AsyncContext.run`.
     let blockingCall: String
@@ -67,16 +69,18 @@ enum DeadlockDetector {
             guard let loop = context.loop else { continue }
             for (box, awaited) in loop.suspendedBoxes {
                 if let path = path(from: box, upTo: target), path.count + 1 > (longest?.chain.count ?? 0) {
-                    longest = (context, path.map(\.diagnosticName) + [awaited.name])
+                    longest = (context, path + [awaited.name])
                 }
             }
         }
         return longest.map { DeadlockError(contextName: $0.context.name, chain: $0.chain) }
     }
 
-    /// The awaits from `target` down to `start`, following continuations upward from `start`.
-    private static func path(from start: AnyFuture, upTo target: AnyFuture) -> [AnyFuture]? {
-        var queue: [(future: AnyFuture, path: [AnyFuture])] = [(start, [start])]
+    /// The names of the awaits from `target` down to `start`, following continuations upward from
+    /// `start`. A future whose work blocks a thread in `wait()` for the next link is named with
+    /// that thread.
+    private static func path(from start: AnyFuture, upTo target: AnyFuture) -> [String]? {
+        var queue: [(future: AnyFuture, path: [String])] = [(start, [start.diagnosticName])]
         var visited: Set<ObjectIdentifier> = [ObjectIdentifier(start)]
         var head = 0
         while head < queue.count && head < visitLimit {
@@ -84,13 +88,16 @@ enum DeadlockDetector {
             head += 1
             if future === target { return path.reversed() }
             for job in future.pendingContinuations {
-                let awaiter: AnyFuture?
+                let awaiters: [AnyFuture]
+                var how = ""
                 switch job {
-                case .future(let box): awaiter = box
-                case .item(let item): awaiter = item.dependentFuture
+                case .future(let box): awaiters = [box]
+                case .item(let item):
+                    awaiters = item.dependentFutures
+                    if let waiter = item as? BlockingWaiter { how = " (in wait() on \(waiter.threadName))" }
                 }
-                if let awaiter, visited.insert(ObjectIdentifier(awaiter)).inserted {
-                    queue.append((awaiter, path + [awaiter]))
+                for awaiter in awaiters where visited.insert(ObjectIdentifier(awaiter)).inserted {
+                    queue.append((awaiter, path + [awaiter.diagnosticName + how]))
                 }
             }
         }

@@ -97,7 +97,7 @@ extension Future {
             return
         }
         do {
-            let value = try Self.call(body, with: consume argument)
+            let value = try call(body, with: consume argument)
             storeValue(value)
             publishCompletion(.succeeded)
         } catch {
@@ -105,11 +105,17 @@ extension Future {
         }
     }
 
-    /// Calls `body`; `argument` ends with this call.
-    private static func call<Argument>(_ body: (Argument) throws -> Value, with argument: consuming Argument) throws
+    /// Calls `body`; `argument` ends with this call. While the body runs, a `wait()` in it holds this
+    /// future up (`ThreadState.futuresOnStack`).
+    @inline(__always)
+    private func call<Argument>(_ body: (Argument) throws -> Value, with argument: consuming Argument) throws
         -> Value
     {
-        try body(argument)
+        unowned(unsafe) let thread = ThreadState.unretainedCurrent
+        let outer = thread.runningBody
+        thread.runningBody = Unmanaged.passUnretained(self)
+        defer { thread.runningBody = outer }
+        return try body(argument)
     }
 
     /// Runs `body` on the thread pool and returns a future of its result — for CPU work that should

@@ -1,13 +1,23 @@
 /// A continuation that wakes a thread blocked in `wait()`.
 final class BlockingWaiter: WorkItem {
     private let parker: Parker
+    /// The futures that cannot complete while the thread blocks (`ThreadState.futuresOnStack`),
+    /// for the deadlock detector: the blocked thread is a link in a chain of awaits, from the future
+    /// it waits for to these.
+    let heldUp: [AnyFuture]
+    /// The blocked thread's name, for the detector's chain.
+    let threadName: String
 
-    init(parker: Parker) {
+    init(parker: Parker, threadName: String, holdingUp heldUp: [AnyFuture]) {
         self.parker = parker
+        self.threadName = threadName
+        self.heldUp = heldUp
         super.init()
     }
 
     override func run() { parker.unpark() }
+
+    override var dependentFutures: [AnyFuture] { heldUp }
 }
 
 extension AnyFuture {
@@ -31,7 +41,13 @@ extension AnyFuture {
         if let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) { throw deadlock }
         // Continuations this thread deferred must not wait for this thread.
         Continuations.releaseDeferred(thread)
-        let waiter = thread.blockingWaiter
+        // A thread blocked for good in the work of a future holds that future up: a waiter of its
+        // own names it, for the deadlock detector to follow (the thread's reused waiter names
+        // none). Not with a time limit: the wait ends, and the work goes on, without the future.
+        let heldUp = timeoutNanoseconds < 0 ? thread.futuresOnStack : []
+        let waiter =
+            heldUp.isEmpty
+            ? thread.blockingWaiter : BlockingWaiter(parker: thread.parker, threadName: thread.name, holdingUp: heldUp)
         onCompletion(.item(waiter))
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum

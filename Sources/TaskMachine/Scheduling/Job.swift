@@ -51,6 +51,10 @@ class WorkItem {
     /// The future this continuation goes on to complete, if any (a combinator's result); the
     /// deadlock detector follows it.
     var dependentFuture: AnyFuture? { nil }
+
+    /// The futures that cannot complete before this continuation runs: `dependentFuture`, or for
+    /// a thread blocked in `wait()`, the futures whose work it is doing.
+    var dependentFutures: [AnyFuture] { dependentFuture.map { [$0] } ?? [] }
 }
 
 // Work items are created on one thread and run on another; subclasses keep their state safe.

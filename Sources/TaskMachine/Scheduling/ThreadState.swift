@@ -32,6 +32,25 @@ final class ThreadState {
 
     /// The state machine box whose `moveNext` runs innermost on this thread, if any.
     @exclusivity(unchecked) var runningBox: ObjectIdentifier?
+    /// The future whose `Future.run` body runs innermost on this thread, if any.
+    @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
+    /// The futures of `Future.run` bodies that a body run nested on this thread
+    /// (`runHereIfNotStarted(nestedOn:)`) interrupted, outermost first: they wait for it.
+    @exclusivity(unchecked) var interruptedBodies: [Unmanaged<AnyFuture>] = []
+
+    /// The futures that cannot complete while this thread blocks: those whose work is on its stack,
+    /// as far as it is recorded (the innermost state machine, the innermost `Future.run` body and
+    /// the bodies that nested ones interrupted; not the machines under an inline resumption).
+    var futuresOnStack: [AnyFuture] {
+        var futures = interruptedBodies.map { $0.takeUnretainedValue() }
+        if let runningBody { futures.append(runningBody.takeUnretainedValue()) }
+        if let runningBox {
+            // Alive: its `moveNext` is running on this stack.
+            let address = UnsafeRawPointer(bitPattern: UInt(bitPattern: runningBox))!
+            futures.append(Unmanaged<AnyFuture>.fromOpaque(address).takeUnretainedValue())
+        }
+        return futures
+    }
     /// How many continuations are running inline, nested, on this stack.
     @exclusivity(unchecked) var inlineDepth = 0
     /// Continuations deferred by the trampoline; drained by the outermost inline run.
@@ -46,7 +65,7 @@ final class ThreadState {
 
     var blockingWaiter: BlockingWaiter {
         if let waiter { return waiter }
-        let made = BlockingWaiter(parker: parker)
+        let made = BlockingWaiter(parker: parker, threadName: name, holdingUp: [])
         waiter = made
         return made
     }
