@@ -290,8 +290,7 @@ struct AwaitInTurn: AsyncStateMachine {
         // worker, for a body it queued on that same context: a cycle through a blocked thread.
         // Whichever blocks first, the context's thread finds it (at once, or on a later look).
         for bodyBlocksFirst in [false, true] {
-            let ui = SingleThreadContext(name: "ui-through-worker")
-            let outcome = ui.run { () -> String in
+            let text = try onContextThread(named: "ui-through-worker") { ui in
                 let queued = Promise<Void>()
                 let work = Future.run { () throws -> Int in
                     let onUI = ui.run { 42 }
@@ -302,24 +301,20 @@ struct AwaitInTurn: AsyncStateMachine {
                     try? queued.future.wait(timeout: .seconds(10))
                     usleep(20_000)
                 }
-                let text = deadlockText { _ = try work.wait() }
                 // Once this thread is free, the body it queued runs and the worker goes on.
-                return text
+                return deadlockText { _ = try work.wait() }
             }
-            let text = try outcome.wait(timeout: .seconds(20))
             #expect(
-                withoutWorkerNumbers(text)
+                text
                     == "ui-through-worker: run { } -> Future<Int> (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
             )
-            try ui.shutdown()
         }
     }
 
     @Test func aRunBodyWaitingWithATimeLimitForTheWaitingContextIsNoDeadlock() throws {
         // As above, but the body waits with a time limit: it gives up and goes on, and the
         // context's thread, waiting for it meanwhile, gets its result rather than an error.
-        let ui = SingleThreadContext(name: "ui-timed")
-        let outcome = ui.run { () -> String in
+        let text = try onContextThread(named: "ui-timed") { ui in
             let work = Future.run { () -> Int in
                 (try? ui.run { 42 }.wait(timeout: .milliseconds(300))) ?? -1
             }
@@ -327,42 +322,46 @@ struct AwaitInTurn: AsyncStateMachine {
             let text = deadlockText { result = try work.wait() }
             return "\(text), \(result)"
         }
-        #expect(try outcome.wait(timeout: .seconds(20)) == "no deadlock, -1")
-        try ui.shutdown()
+        #expect(text == "no deadlock, -1")
     }
 
     @Test func aWaitForARunBodyThatRunsAnotherWhichBlocksOnTheWaitingContextIsDiagnosed() throws {
         // As above, the body waiting for a second `Future.run` that no worker has started: it runs
         // the second body itself, nested, and that one blocks. Both bodies are held up.
-        let ui = SingleThreadContext(name: "ui-through-nested")
-        let outcome = ui.run { () -> String in
+        let text = try onContextThread(named: "ui-through-nested") { ui in
             let work = Future.run { () throws -> Int in
                 let second = Future.run { () throws -> Int in try ui.run { 42 }.wait() }
                 return try second.wait()
             }
             return deadlockText { _ = try work.wait() }
         }
-        let text = try outcome.wait(timeout: .seconds(20))
         #expect(
-            withoutWorkerNumbers(text)
+            text
                 == "ui-through-nested: run { } -> Future<Int> (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
         )
-        try ui.shutdown()
     }
 
     @Test func aWaitForAMethodThatBlocksOnWorkQueuedOnTheWaitingContextIsDiagnosed() throws {
         // As above, with an async method on the pool that blocks in `wait()` inside `moveNext`.
-        let ui = SingleThreadContext(name: "ui-through-method")
-        let outcome = ui.run { () -> String in
+        let text = try onContextThread(named: "ui-through-method") { ui in
             let method = BlockAfterResuming.start(on: ui, awaiting: .delay(.milliseconds(1)))
             return deadlockText { _ = try method.wait() }
         }
-        let text = try outcome.wait(timeout: .seconds(20))
         #expect(
-            withoutWorkerNumbers(text)
+            text
                 == "ui-through-method: BlockAfterResuming (in wait() on pool-N) > Future<Int> > SingleThreadContext.run"
         )
+    }
+
+    /// What `body` returns, run on the thread of a new context named `name`, with each pool
+    /// worker's number replaced by N; the context is shut down after.
+    private func onContextThread(
+        named name: String, _ body: @escaping @Sendable (SingleThreadContext) -> String
+    ) throws -> String {
+        let ui = SingleThreadContext(name: name)
+        let text = try ui.run { body(ui) }.wait(timeout: .seconds(20))
         try ui.shutdown()
+        return text.replacing(/pool-[0-9]+/, with: "pool-N")
     }
 
     @Test func waitingOnAContextThreadIsFineWhenTheContinuationDoesNotNeedIt() throws {
@@ -410,11 +409,6 @@ func deadlockText(_ body: () throws -> Void) -> String {
     } catch {
         return "\(error)"
     }
-}
-
-/// `text` with each pool worker's number replaced by N.
-func withoutWorkerNumbers(_ text: String) -> String {
-    text.replacing(/pool-[0-9]+/, with: "pool-N")
 }
 
 /// An async method that resumes on the pool (`configureAwait(false)`), then blocks its worker in
