@@ -341,6 +341,21 @@ struct AwaitInTurn: AsyncStateMachine {
         )
     }
 
+    @Test func aWaitForABodyOnAnotherContextBlockedOnWorkQueuedOnTheWaitingContextIsDiagnosed() throws {
+        // As above, the body run by another context's `run`, blocking that context's thread.
+        // Not shut down on failure: its thread would still be blocked, and the shutdown with it.
+        let other = SingleThreadContext(name: "other-context")
+        let text = try onContextThread(named: "ui-through-context") { ui in
+            let work = other.run { () throws -> Int in try ui.run { 42 }.wait() }
+            return deadlockText { _ = try work.wait() }
+        }
+        #expect(
+            text
+                == "ui-through-context: Future<Int> (in wait() on other-context) > Future<Int> > SingleThreadContext.run"
+        )
+        try other.shutdown()
+    }
+
     @Test func aWaitForAMethodThatBlocksOnWorkQueuedOnTheWaitingContextIsDiagnosed() throws {
         // As above, with an async method on the pool that blocks in `wait()` inside `moveNext`.
         let text = try onContextThread(named: "ui-through-method") { ui in

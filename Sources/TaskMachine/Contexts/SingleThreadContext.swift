@@ -108,13 +108,14 @@ public final class SingleThreadContext: SynchronizationContext {
 
     /// Posts `body`, which completes `future`, and records `future` on the loop until `body` starts:
     /// a `wait()` for it on this context's thread would block the only thread that can run `body`,
-    /// and the deadlock detector names it.
+    /// and the deadlock detector names it. While `body` runs, a `wait()` in it holds `future` up,
+    /// and the detector follows that too.
     private func post(completing future: AnyFuture, _ body: @escaping @Sendable () -> Void) {
         let loop = loop!
         loop.trackSuspended(future, awaiting: .other("SingleThreadContext.run"))
         post {
             loop.untrackSuspended(future)
-            body()
+            ThreadState.withCurrent { $0.runningBody(of: future, body) }
         }
     }
 

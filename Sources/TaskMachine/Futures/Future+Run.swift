@@ -112,10 +112,7 @@ extension Future {
         -> Value
     {
         unowned(unsafe) let thread = ThreadState.unretainedCurrent
-        let outer = thread.runningBody
-        thread.runningBody = Unmanaged.passUnretained(self)
-        defer { thread.runningBody = outer }
-        return try body(argument)
+        return try thread.runningBody(of: self) { try body(argument) }
     }
 
     /// Runs `body` on the thread pool and returns a future of its result — for CPU work that should

@@ -32,15 +32,26 @@ final class ThreadState {
 
     /// The state machine box whose `moveNext` runs innermost on this thread, if any.
     @exclusivity(unchecked) var runningBox: ObjectIdentifier?
-    /// The future whose `Future.run` body runs innermost on this thread, if any.
+    /// The future whose body runs innermost on this thread, if any: a `Future.run` body, or a
+    /// body queued by a context's `run`.
     @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
     /// The futures of `Future.run` bodies that a body run nested on this thread
     /// (`runHereIfNotStarted(nestedOn:)`) interrupted, outermost first: they wait for it.
     @exclusivity(unchecked) var interruptedBodies: [Unmanaged<AnyFuture>] = []
 
+    /// Runs `body`, the work that completes `future` (a `Future.run` body, a context's `run` body),
+    /// recorded as `runningBody`: a `wait()` in it holds `future` up.
+    @inline(__always)
+    func runningBody<Result>(of future: AnyFuture, _ body: () throws -> Result) rethrows -> Result {
+        let outer = runningBody
+        runningBody = Unmanaged.passUnretained(future)
+        defer { runningBody = outer }
+        return try body()
+    }
+
     /// The futures that cannot complete while this thread blocks: those whose work is on its stack,
-    /// as far as it is recorded (the innermost state machine, the innermost `Future.run` body and
-    /// the bodies that nested ones interrupted; not the machines under an inline resumption).
+    /// as far as it is recorded (the innermost state machine, the innermost body and the bodies
+    /// that nested ones interrupted; not the machines under an inline resumption).
     var futuresOnStack: [AnyFuture] {
         var futures = interruptedBodies.map { $0.takeUnretainedValue() }
         if let runningBody { futures.append(runningBody.takeUnretainedValue()) }
