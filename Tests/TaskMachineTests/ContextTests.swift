@@ -45,6 +45,25 @@ struct ResumeWhere: AsyncStateMachine {
         #expect(try resumed!.wait(timeout: .seconds(10)).role == .poolWorker)
     }
 
+    @Test func aContextSetByAJobOnAPoolWorkerDoesNotOutliveTheJob() throws {
+        // One worker, so that the second job runs on the thread the first left its context on.
+        let pool = ThreadPool(workerCount: 1)
+        let stray = SynchronizationContext()
+        let seen = Promise<Bool>()
+        pool.enqueue(job { SynchronizationContext.current = stray })
+        pool.enqueue(job { seen.trySucceed(SynchronizationContext.current == nil) })
+        #expect(try seen.future.wait(timeout: .seconds(10)))
+    }
+
+    @Test func aContextSetByAJobOnAContextsThreadDoesNotOutliveTheJob() throws {
+        let ui = SingleThreadContext(name: "ui-reinstalled")
+        defer { try? ui.shutdown() }
+        let stray = SynchronizationContext()
+        ui.post { SynchronizationContext.current = stray }
+        let current = try ui.run { SynchronizationContext.current }.wait(timeout: .seconds(10))
+        #expect(current === ui)
+    }
+
     @Test func aSecondShutdownReturnsOnlyOnceTheThreadHasExited() throws {
         let ui = SingleThreadContext(name: "ui-twice")
         let ran = Flag()

@@ -56,8 +56,12 @@ final class ContextLoop {
     /// or until `stop()`. `beforeParking` runs each time the queue is empty and `isDone` does not
     /// hold yet, and again every `parkingAtMost` nanoseconds (negative: only when woken) while
     /// nothing wakes the thread; what it throws ends the pump.
+    ///
+    /// A job that leaves `SynchronizationContext.current` changed does not pass the change on: the
+    /// context the pump started with is put back before the next job.
     func pump(until isDone: () -> Bool, parkingAtMost: Int64 = -1, beforeParking: () throws -> Void) rethrows {
         let thread = ThreadState.current
+        let installed = thread.synchronizationContext
         while true {
             let (next, stopped) = state.withLock { state -> (Job?, Bool) in
                 if let job = state.queue.pop() { return (job, false) }
@@ -68,6 +72,7 @@ final class ContextLoop {
             }
             if let next {
                 next.run()
+                if thread.synchronizationContext !== installed { thread.synchronizationContext = installed }
                 continue
             }
             if stopped || isDone() { return }

@@ -481,6 +481,9 @@ final class ThreadPool {
                 }
                 worker.started.store(worker.started.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
                 job.run()
+                // A job that set `SynchronizationContext.current` and left it does not pass it on to
+                // the jobs after it, whose awaits would capture it (.NET resets it likewise).
+                if worker.state.synchronizationContext != nil { worker.state.synchronizationContext = nil }
                 // A worker that stays busy releases what it put off once it has waited long enough,
                 // not only when it runs out of work (which may not happen for as long as it is busy).
                 if !worker.retired.isEmpty && Clock.now - worker.retiredSince > Self.maxRetiredNanoseconds {
