@@ -368,6 +368,76 @@ struct AwaitInTurn: AsyncStateMachine {
         )
     }
 
+    @Test func aSendBackToAContextWhoseThreadIsBlockedSendingThrows() throws {
+        // The thread of "send-a" sends to "send-b", whose thread, running that work, sends back:
+        // neither could ever return. The second send throws; the first then returns.
+        let a = SingleThreadContext(name: "send-a")
+        let b = SingleThreadContext(name: "send-b")
+        let inner = Locked("")
+        let outer = try a.run {
+            deadlockText { try b.send { inner.withLock { $0 = sendDeadlockText { try a.send {} } } } }
+        }
+        .wait(timeout: .seconds(20))
+        #expect(outer == "no deadlock")
+        #expect(
+            inner.withLock { $0 }
+                == "send would deadlock: \"send-a\" is blocked in send to \"send-b\" — the thread this send blocks. Post instead of sending, or send one way only."
+        )
+        try a.shutdown()
+        try b.shutdown()
+    }
+
+    @Test func aCycleOfSendsThroughThreeContextsThrows() throws {
+        let contexts = ["ring-a", "ring-b", "ring-c"].map { SingleThreadContext(name: $0) }
+        let last = Locked("")
+        let first = try contexts[0].run {
+            deadlockText {
+                try contexts[1].send {
+                    try? contexts[2].send { last.withLock { $0 = deadlockText { try contexts[0].send {} } } }
+                }
+            }
+        }.wait(timeout: .seconds(20))
+        #expect(first == "no deadlock")
+        #expect(last.withLock { $0 } == "ring-c: ring-a > ring-b")
+        for context in contexts { try context.shutdown() }
+    }
+
+    @Test func aWaitForAMethodThatMustResumeOnAContextWhoseThreadIsBlockedSendingHereThrows() throws {
+        // A method suspended on "sending" must resume there, but that context's thread is blocked
+        // in send to "waiting", whose thread the wait would block.
+        let sending = SingleThreadContext(name: "sending")
+        let waiting = SingleThreadContext(name: "waiting")
+        let promise = Promise<Int>()
+        let waited = Locked("")
+        try sending.run {
+            let method = DoubleAfter.start(promise.future)  // resumes on "sending"
+            try waiting.send {
+                // Completed from here, the method's continuation is queued on "sending".
+                try? promise.succeed(1)
+                waited.withLock { $0 = sendDeadlockText { _ = try method.wait() } }
+            }
+        }.wait(timeout: .seconds(20))
+        #expect(
+            waited.withLock { $0 }
+                == "wait() would deadlock: DoubleAfter awaits Future<Int>, and must resume on \"sending\", whose thread is blocked in send to \"waiting\" — the thread this wait() blocks. Await instead of blocking, or configureAwait(false) in the awaited code."
+        )
+        try sending.shutdown()
+        try waiting.shutdown()
+    }
+
+    @Test func aWaitForARunBodyBlockedSendingToTheWaitingContextIsDiagnosed() throws {
+        // The context's thread waits for a `Future.run` body that sends to that same context.
+        let text = try onContextThread(named: "ui-through-send") { ui in
+            let work = Future.run { () throws -> Int in
+                try ui.send {}
+                return 1
+            }
+            return deadlockText { _ = try work.wait() }
+        }
+        #expect(
+            text == "ui-through-send: run { } -> Future<Int> (in send on pool-N) > work sent to \"ui-through-send\"")
+    }
+
     /// What `body` returns, run on the thread of a new context named `name`, with each pool
     /// worker's number replaced by N; the context is shut down after.
     private func onContextThread(
@@ -421,6 +491,16 @@ func deadlockText(_ body: () throws -> Void) -> String {
         return "no deadlock"
     } catch let error as DeadlockError {
         return "\(error.contextName): \(error.chain.joined(separator: " > "))"
+    } catch {
+        return "\(error)"
+    }
+}
+
+/// The description of the ``DeadlockError`` that `body` throws, "no deadlock" when it returns.
+func sendDeadlockText(_ body: () throws -> Void) -> String {
+    do {
+        try body()
+        return "no deadlock"
     } catch {
         return "\(error)"
     }

@@ -145,11 +145,11 @@ struct ResumeWhere: AsyncStateMachine {
         #expect(thread == caller)
     }
 
-    @Test func sendRunsOnTheContextThreadAndWaits() {
+    @Test func sendRunsOnTheContextThreadAndWaits() throws {
         let ui = SingleThreadContext(name: "ui-send")
         defer { try? ui.shutdown() }
         let seen = Locked<String>("")
-        ui.send { seen.withLock { $0 = RuntimeThread.current.name } }
+        try ui.send { seen.withLock { $0 = RuntimeThread.current.name } }
         #expect(seen.withLock { $0 } == "ui-send")
     }
 
@@ -159,7 +159,7 @@ struct ResumeWhere: AsyncStateMachine {
             let context = SynchronizationContext.current!
             return Future.run {
                 let seen = Locked<RuntimeThread?>(nil)
-                context.send { seen.withLock { $0 = RuntimeThread.current } }
+                try context.send { seen.withLock { $0 = RuntimeThread.current } }
                 return seen.withLock { $0 }!
             }
         }

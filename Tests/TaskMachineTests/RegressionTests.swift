@@ -236,7 +236,7 @@ final class EntryGuard: Sendable {
         ui.post { ranOn.trySucceed(RuntimeThread.current.role) }
         #expect(try ranOn.future.wait(timeout: .seconds(10)) == .poolWorker)
         let sentOn = Locked<String>("")
-        ui.send { sentOn.withLock { $0 = RuntimeThread.current.name } }
+        try ui.send { sentOn.withLock { $0 = RuntimeThread.current.name } }
         #expect(sentOn.withLock { $0 } == RuntimeThread.current.name)
         #expect(!ui.isCurrentThread)
     }
@@ -267,7 +267,7 @@ final class EntryGuard: Sendable {
         defer { try? ui.shutdown() }
         let uiBusy = Promise<Void>()
         ui.post { try? uiBusy.future.wait(timeout: .seconds(20)) }
-        let sent = run(on: pool) { ui.send {} }
+        let sent = run(on: pool) { try ui.send {} }
         #expect(waitUntilBlocked(pool, count: 1), "the worker in send() is not counted as blocked")
         // The only worker is in send(): a job on the pool runs on the extra worker started for it.
         try run(on: pool) {}.wait(timeout: .seconds(10))

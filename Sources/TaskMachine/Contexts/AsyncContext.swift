@@ -47,8 +47,8 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `work` on the thread that pumps this context and returns once it has run: inline when
     /// called on that thread, and once ``run(_:)->_`` has returned (as work posted then runs on the
     /// pool). A pool worker that waits here counts as blocked, as in ``Future/wait()``.
-    public override func send(_ work: @Sendable () -> Void) {
-        loop!.send(work)
+    public override func send(_ work: @Sendable () -> Void) throws {
+        try loop!.send(work, to: self)
     }
 
     public override func operationStarted() {

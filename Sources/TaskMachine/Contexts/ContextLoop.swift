@@ -83,13 +83,33 @@ final class ContextLoop {
         }
     }
 
-    /// Runs `work` on the loop's thread and returns once it has run: inline on that thread itself,
-    /// and once the loop has stopped for good. A pool worker that waits here counts as blocked.
-    func send(_ work: @Sendable () -> Void) {
+    /// Runs `work` on the loop's thread, that of `context`, and returns once it has run: inline on
+    /// that thread itself, and once the loop has stopped for good. A pool worker that waits here
+    /// counts as blocked.
+    ///
+    /// - Throws: ``DeadlockError``, running nothing, when the calling thread owns a context and the
+    ///   loop's thread is blocked sending back to it, directly or through other contexts' sends.
+    func send(_ work: @Sendable () -> Void, to context: SynchronizationContext) throws {
         if isOwnedByCurrentThread || hasExited {
             work()
             return
         }
+        let thread = ThreadState.current
+        // A thread that owns contexts stalls them while it blocks here, and one in the work of a
+        // future holds that up: recorded for the deadlock detector, before the check below, so
+        // that of two threads sending to each other at once, at least one sees the other.
+        let owned = DeadlockDetector.ownedContexts(from: thread.ownedContext)
+        let heldUp = thread.futuresOnStack
+        let registered = !owned.isEmpty || !heldUp.isEmpty
+        if registered {
+            BlockedSenders.register(
+                thread, .init(contexts: owned, heldUp: heldUp, target: context, threadName: thread.name))
+            if let deadlock = DeadlockDetector.detect(sendingTo: context, on: thread) {
+                BlockedSenders.unregister(thread)
+                throw deadlock
+            }
+        }
+        defer { if registered { BlockedSenders.unregister(thread) } }
         withoutActuallyEscaping(work) { work in
             let job = SendJob(work)
             // Stopped between the check above and now: run it here rather than wait for ever.

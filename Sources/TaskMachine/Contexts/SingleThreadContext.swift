@@ -72,8 +72,8 @@ public final class SingleThreadContext: SynchronizationContext {
     /// Runs `work` on this context's thread and returns once it has run. On the context's own
     /// thread, and after ``shutdown()``, it runs inline on the calling thread. A pool worker that
     /// waits here counts as blocked, as in ``Future/wait()``: the pool makes up for it at once.
-    public override func send(_ work: @Sendable () -> Void) {
-        loop!.send(work)
+    public override func send(_ work: @Sendable () -> Void) throws {
+        try loop!.send(work, to: self)
     }
 
     /// Runs `body` on this context's thread and returns a future of its result. An error `body`

@@ -38,7 +38,11 @@ open class SynchronizationContext {
     }
 
     /// Runs `work` on this context and returns when it has run. The base context runs it inline.
-    open func send(_ work: @Sendable () -> Void) {
+    ///
+    /// - Throws: ``DeadlockError``, from the runtime's single-threaded contexts, when the calling
+    ///   thread runs a context and this context's thread is blocked sending back to it, directly or
+    ///   through other contexts' sends: neither send could ever return. `work` does not run.
+    open func send(_ work: @Sendable () -> Void) throws {
         work()
     }
 

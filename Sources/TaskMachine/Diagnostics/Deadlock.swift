@@ -1,37 +1,84 @@
 /// The error `wait()` throws instead of blocking forever: the future it would wait for can only
 /// complete after a continuation runs on the context whose thread the wait would block. An
 /// ``AsyncContext``'s `run` throws it too, instead of pumping for ever, when its future, or a
-/// fire-and-forget method started in it, needs the context whose thread the pump stalls.
+/// fire-and-forget method started in it, needs the context whose thread the pump stalls; and
+/// `send` on a context's thread, when the thread of the context it sends to is blocked, through a
+/// chain of `send`s, sending back to it.
 public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     /// The context whose thread was about to block.
     public let contextName: String
     /// The chain of awaits, from the future `wait()` was called on down to the last link, which must
     /// run on ``contextName``: a state machine's resumption, or work queued there (a body passed to
-    /// `SingleThreadContext.run`). A link may be a thread blocked in `wait()` rather than an await:
-    /// the work of a future (a `Future.run` body, a method's `moveNext`) that waits for the next
-    /// link, whose name then ends in "(in wait() on" and the thread's name.
+    /// `SingleThreadContext.run`), or work sent there. A link may be a thread blocked in `wait()` or
+    /// `send` rather than an await: the work of a future (a `Future.run` body, a method's
+    /// `moveNext`) that waits for the next link, whose name then ends in "(in wait() on" or
+    /// "(in send on" and the thread's name.
+    ///
+    /// For a `send` that throws, the contexts whose threads are blocked in `send`, from the one
+    /// this `send` would wait for, each sending to the next, the last to ``contextName``.
     public let chain: [String]
-    /// The call that would have blocked: `wait()`, or `AsyncContext.run`.
+    /// The call that would have blocked: `wait()`, `AsyncContext.run`, or `send`.
     let blockingCall: String
+    /// The contexts from the one the last link must resume on down to one whose thread this call
+    /// blocks, each one's thread blocked in `send` to the next; just ``contextName`` when the last
+    /// link must resume on that thread itself.
+    let blockedSends: [String]
 
-    init(contextName: String, chain: [String], blockingCall: String = "wait()") {
+    init(contextName: String, chain: [String], blockingCall: String = "wait()", blockedSends: [String] = []) {
         self.contextName = contextName
         self.chain = chain
         self.blockingCall = blockingCall
+        self.blockedSends = blockedSends
     }
 
     public var description: String {
         var text = "\(blockingCall) would deadlock: "
+        if blockingCall == "send" {
+            // `chain` is the contexts whose threads send, each to the next, back to this thread's.
+            text += zip(chain, chain.dropFirst() + [contextName]).map { "\"\($0)\" is blocked in send to \"\($1)\"" }
+                .joined(separator: ", ")
+            text += " — the thread this send blocks. Post instead of sending, or send one way only."
+            return text
+        }
         if chain.count >= 2 {
             text += chain.dropLast().joined(separator: " awaits ")
             text += " awaits \(chain.last!), and must resume on \"\(contextName)\""
         } else {
             text += "\(chain.first ?? "the future") must resume on \"\(contextName)\""
         }
+        for target in blockedSends.dropFirst() { text += ", whose thread is blocked in send to \"\(target)\"" }
         text += " — the thread this \(blockingCall) blocks. Await instead of blocking, "
         text += "or configureAwait(false) in the awaited code."
         return text
     }
+}
+
+/// The threads blocked in `send` to a runtime context that hold something up meanwhile: the
+/// contexts they own, stalled until the context sent to runs the work, or the futures whose work
+/// is on their stacks. The deadlock detector follows both.
+enum BlockedSenders {
+    struct Entry {
+        /// The contexts the sending thread owns, innermost first: none runs while it blocks.
+        let contexts: [SynchronizationContext]
+        /// The futures whose work is on the sending thread's stack (`ThreadState.futuresOnStack`).
+        let heldUp: [AnyFuture]
+        /// The context it sends to.
+        let target: SynchronizationContext
+        /// The sending thread's name.
+        let threadName: String
+    }
+
+    private static let entries = Locked<[ObjectIdentifier: Entry]>([:])
+
+    static func register(_ thread: ThreadState, _ entry: Entry) {
+        entries.withLock { $0[ObjectIdentifier(thread)] = entry }
+    }
+
+    static func unregister(_ thread: ThreadState) {
+        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(thread)) }
+    }
+
+    static var all: [Entry] { entries.withLock { Array($0.values) } }
 }
 
 enum DeadlockDetector {
@@ -58,22 +105,90 @@ enum DeadlockDetector {
     }
 
     /// The deadlock that blocking the thread that runs `innermost`'s loop until `target` completes
-    /// would cause, looking at `innermost` and the contexts it stalls.
+    /// would cause, looking at `innermost`, the contexts it stalls, and those whose threads are
+    /// blocked sending to any of these (`stalledContexts(from:)`).
     static func detect(waitingFor target: AnyFuture, from innermost: SynchronizationContext?) -> DeadlockError? {
-        // Name the deepest machine that must resume on the thread: the longest chain tells the
-        // whole story.
-        var longest: (context: SynchronizationContext, chain: [String])?
-        var next = innermost
-        while let context = next {
-            next = (context as? AsyncContext)?.enclosingContext
-            guard let loop = context.loop else { continue }
+        // Name the deepest machine that must resume on a stalled context: the longest chain tells
+        // the whole story.
+        var longest: (context: Stalled, chain: [String])?
+        let stalledContexts = stalledContexts(from: innermost)
+        for stalled in stalledContexts {
+            guard let loop = stalled.context.loop else { continue }
             for (box, awaited) in loop.suspendedBoxes {
                 if let path = path(from: box, upTo: target), path.count + 1 > (longest?.chain.count ?? 0) {
-                    longest = (context, path + [awaited.name])
+                    longest = (stalled, path + [awaited.name])
                 }
             }
         }
-        return longest.map { DeadlockError(contextName: $0.context.name, chain: $0.chain) }
+        // A thread blocked in `send` to a stalled context, in the work of futures that `target`
+        // awaits: a `Future.run` body sending to the context whose thread waits for it.
+        let senders = stalledContexts.isEmpty ? [] : BlockedSenders.all
+        for stalled in stalledContexts {
+            for sender in senders where sender.target === stalled.context {
+                for future in sender.heldUp {
+                    guard var path = path(from: future, upTo: target), path.count + 1 > (longest?.chain.count ?? 0)
+                    else { continue }
+                    path[path.count - 1] += " (in send on \(sender.threadName))"
+                    longest = (stalled, path + ["work sent to \"\(stalled.context.name)\""])
+                }
+            }
+        }
+        return longest.map {
+            DeadlockError(contextName: $0.context.context.name, chain: $0.chain, blockedSends: $0.context.sends)
+        }
+    }
+
+    /// A context that cannot run while some thread blocks, and why: `sends` names the contexts
+    /// from it down to one that thread owns, each one's thread blocked in `send` to the next (just
+    /// its own name for a context the thread owns).
+    struct Stalled {
+        let context: SynchronizationContext
+        let sends: [String]
+    }
+
+    /// The contexts that cannot run while the thread that owns `innermost` blocks: `innermost`, the
+    /// contexts an ``AsyncContext`` run inside another stalls, and, over and over, the contexts of
+    /// any thread blocked in `send` to one of those.
+    static func stalledContexts(from innermost: SynchronizationContext?) -> [Stalled] {
+        var stalled = ownedContexts(from: innermost).map { Stalled(context: $0, sends: [$0.name]) }
+        guard !stalled.isEmpty else { return [] }
+        var seen = Set(stalled.map { ObjectIdentifier($0.context) })
+        let senders = BlockedSenders.all
+        var head = 0
+        while head < stalled.count {
+            let blocked = stalled[head]
+            head += 1
+            for sender in senders where sender.target === blocked.context {
+                for context in sender.contexts where seen.insert(ObjectIdentifier(context)).inserted {
+                    stalled.append(Stalled(context: context, sends: [context.name] + blocked.sends))
+                }
+            }
+        }
+        return stalled
+    }
+
+    /// `innermost` and the contexts an ``AsyncContext`` run inside another stalls: those whose loops
+    /// the same thread runs.
+    static func ownedContexts(from innermost: SynchronizationContext?) -> [SynchronizationContext] {
+        var owned: [SynchronizationContext] = []
+        var next = innermost
+        while let context = next, !owned.contains(where: { $0 === context }) {
+            owned.append(context)
+            next = (context as? AsyncContext)?.enclosingContext
+        }
+        return owned
+    }
+
+    /// The deadlock that blocking `thread` in `send` to `target` would cause: `target`'s thread is
+    /// blocked, through a chain of sends, sending to a context `thread` owns. Call with the send
+    /// registered (`BlockedSenders`), so that of two threads sending to each other at once, at
+    /// least one finds the other.
+    static func detect(sendingTo target: SynchronizationContext, on thread: ThreadState) -> DeadlockError? {
+        guard let innermost = thread.ownedContext,
+            let found = stalledContexts(from: innermost).first(where: { $0.context === target })
+        else { return nil }
+        return DeadlockError(
+            contextName: found.sends.last!, chain: Array(found.sends.dropLast()), blockingCall: "send")
     }
 
     /// The names of the awaits from `target` down to `start`, following continuations upward from
