@@ -192,7 +192,8 @@ extension AsyncContext {
         for future in [awaited].compactMap({ $0 }) + methods where !future.isCompleted {
             if let found = DeadlockDetector.detect(waitingFor: future, from: enclosingContext) {
                 return DeadlockError(
-                    contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run")
+                    contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
+                    blockedSends: found.blockedSends)
             }
         }
         return nil
