@@ -438,6 +438,86 @@ struct AwaitInTurn: AsyncStateMachine {
             text == "ui-through-send: run { } -> Future<Int> (in send on pool-N) > work sent to \"ui-through-send\"")
     }
 
+    @Test func aSendWhoseWorkHasRunHoldsNothingUpThoughItsThreadHasYetToWake() throws {
+        // The work sent posts, on the context it ran on, a send back, or a wait for the sender's
+        // future: by then the first send's work has run, and nothing is blocked. (Its thread may
+        // not have woken yet: the detector took it for blocked, 2 and 183 times in 200.)
+        let a = SingleThreadContext(name: "sent-a")
+        let b = SingleThreadContext(name: "sent-b")
+        var outcomes: Set<String> = []
+        for _ in 0..<200 {
+            let sentBack = Promise<String>()
+            a.post { try? b.send { b.post { sentBack.trySucceed(sendDeadlockText { try a.send {} }) } } }
+            outcomes.insert(try sentBack.future.wait(timeout: .seconds(10)))
+            let waited = Promise<String>()
+            let body = Locked<Future<Int>?>(nil)
+            let bodyKnown = Promise<Void>()
+            body.withLock {
+                $0 = Future.run { () throws -> Int in
+                    try bodyKnown.future.wait(timeout: .seconds(10))
+                    try b.send {
+                        b.post { waited.trySucceed(deadlockText { _ = try body.withLock { $0 }!.wait() }) }
+                    }
+                    return 1
+                }
+            }
+            bodyKnown.trySucceed()
+            outcomes.insert(try waited.future.wait(timeout: .seconds(10)))
+        }
+        #expect(outcomes == ["no deadlock"])
+        try a.shutdown()
+        try b.shutdown()
+    }
+
+    @Test func ofTwoThreadsSendingToEachOtherAtOnceOnlyOneThrows() throws {
+        // Each registers its send and looks for the other's in one critical section: the second
+        // finds the first, and throws; the first's send then completes. (Both threw, 42 in 2,000.)
+        let a = SingleThreadContext(name: "both-a")
+        let b = SingleThreadContext(name: "both-b")
+        var bothThrew = 0
+        for _ in 0..<300 {
+            let go = Flag()
+            let aThrew = a.run { () -> Bool in
+                while !go.isSet {}
+                return (try? b.send {}) == nil
+            }
+            let bThrew = b.run { () -> Bool in
+                while !go.isSet {}
+                return (try? a.send {}) == nil
+            }
+            usleep(200)
+            go.set()
+            if try aThrew.wait(timeout: .seconds(10)) && bThrew.wait(timeout: .seconds(10)) { bothThrew += 1 }
+        }
+        #expect(bothThrew == 0)
+        try a.shutdown()
+        try b.shutdown()
+    }
+
+    @Test func aWaitThatThrewADeadlockErrorNoLongerHoldsUpItsThreadsWork() throws {
+        // On a recheck, the wait finds the deadlock and throws; its waiter may stay on the future
+        // (the one continuation there), but must not go on naming the body it ran in as held up.
+        let ui = SingleThreadContext(name: "abandoned-ui")
+        let other = SingleThreadContext(name: "abandoned-other")
+        let gate = Promise<Int>()
+        let heldUp = try ui.run { () -> [Int] in
+            let method = DoubleAfter.start(gate.future)  // resumes on "abandoned-ui"
+            let later = other.run { () -> Future<Int> in
+                usleep(50_000)  // the wait below blocks first, and finds the deadlock on a recheck
+                return method
+            }
+            _ = deadlockText { _ = try later.wait() }
+            return later.pendingContinuations.compactMap { job in
+                guard case .item(let waiter as BlockingWaiter) = job else { return nil }
+                return waiter.dependentFutures.count
+            }
+        }.wait(timeout: .seconds(10))
+        #expect(heldUp.allSatisfy { $0 == 0 }, "futures still held up by waits that ended: \(heldUp)")
+        try gate.succeed(1)
+        try ui.shutdown()
+        try other.shutdown()
+    }
+
     /// What `body` returns, run on the thread of a new context named `name`, with each pool
     /// worker's number replaced by N; the context is shut down after.
     private func onContextThread(

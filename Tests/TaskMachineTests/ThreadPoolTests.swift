@@ -548,8 +548,9 @@ final class Seen: @unchecked Sendable {
         let seen = looks.count + 1
         stopAtLook.withLock { $0 = seen + 1 }
         try stopped.future.wait(timeout: .seconds(10))
-        let queuedRan = Promise<Void>()
-        pool.enqueue(job { queuedRan.trySucceed() })
+        let queuedRan = Promise<Duration>()
+        let queued = ContinuousClock.now
+        pool.enqueue(job { queuedRan.trySucceed(ContinuousClock.now - queued) })
         proceed.set()
         // That look is over once the next begins.
         let deadline = ContinuousClock.now + .seconds(10)
@@ -557,9 +558,11 @@ final class Seen: @unchecked Sendable {
         try #require(looks.count >= seen + 2)
         #expect(pool.activitySnapshot.starvationWorkersAdded == 0, "a worker added for work just queued")
         #expect(!queuedRan.future.isCompleted)
-        // Standing still now: a worker is added for it.
-        try queuedRan.future.wait(timeout: .seconds(10))
+        // Standing still now: a worker is added for it, once it has stood still for a period (a
+        // lower bound, which a slow machine only makes longer).
+        let waited = try queuedRan.future.wait(timeout: .seconds(10))
         #expect(pool.activitySnapshot.starvationWorkersAdded == 1)
+        #expect(waited >= .nanoseconds(ThreadPool.starvationPeriodNanoseconds))
     }
 
     @Test(arguments: [1, 2])

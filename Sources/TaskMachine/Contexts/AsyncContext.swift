@@ -47,6 +47,10 @@ public final class AsyncContext: SynchronizationContext {
     /// Runs `work` on the thread that pumps this context and returns once it has run: inline when
     /// called on that thread, and once ``run(_:)->_`` has returned (as work posted then runs on the
     /// pool). A pool worker that waits here counts as blocked, as in ``Future/wait()``.
+    ///
+    /// - Throws: ``DeadlockError``, running nothing, when called on another context's thread while
+    ///   the thread pumping this context is blocked sending back to it, directly or through other
+    ///   contexts.
     public override func send(_ work: @Sendable () -> Void) throws {
         try loop!.send(work, to: self)
     }

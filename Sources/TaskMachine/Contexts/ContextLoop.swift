@@ -96,22 +96,23 @@ final class ContextLoop {
         }
         let thread = ThreadState.current
         // A thread that owns contexts stalls them while it blocks here, and one in the work of a
-        // future holds that up: recorded for the deadlock detector, before the check below, so
-        // that of two threads sending to each other at once, at least one sees the other.
+        // future holds that up: recorded for the deadlock detector until the work has run, unless
+        // the context's thread is blocked sending back, which would never let it run.
         let owned = DeadlockDetector.ownedContexts(from: thread.ownedContext)
         let heldUp = thread.futuresOnStack
-        let registered = !owned.isEmpty || !heldUp.isEmpty
-        if registered {
-            BlockedSenders.register(
-                thread, .init(contexts: owned, heldUp: heldUp, target: context, threadName: thread.name))
-            if let deadlock = DeadlockDetector.detect(sendingTo: context, on: thread) {
-                BlockedSenders.unregister(thread)
+        var sender: ObjectIdentifier?
+        if !owned.isEmpty || !heldUp.isEmpty {
+            let entry = BlockedSenders.Entry(contexts: owned, heldUp: heldUp, target: context, threadName: thread.name)
+            if let deadlock = BlockedSenders.register(
+                ObjectIdentifier(thread), entry,
+                unless: { DeadlockDetector.detect(sendingTo: context, on: thread, senders: $0) })
+            {
                 throw deadlock
             }
+            sender = ObjectIdentifier(thread)
         }
-        defer { if registered { BlockedSenders.unregister(thread) } }
         withoutActuallyEscaping(work) { work in
-            let job = SendJob(work)
+            let job = SendJob(work, registeredAs: sender)
             // Stopped between the check above and now: run it here rather than wait for ever.
             guard push(.item(job)) else { return job.run() }
             job.waitUntilRun()
@@ -160,15 +161,21 @@ private final class SendJob: WorkItem {
     private var work: (@Sendable () -> Void)?
     private let finished = Atomic<Bool>(false)
     private let sender = ThreadState.current.parker
+    /// The sender's key in `BlockedSenders`, if it registered.
+    private let registeredSender: ObjectIdentifier?
 
-    init(_ work: @escaping @Sendable () -> Void) {
+    init(_ work: @escaping @Sendable () -> Void, registeredAs registeredSender: ObjectIdentifier?) {
         self.work = work
+        self.registeredSender = registeredSender
         super.init()
     }
 
     override func run() {
         work?()
         work = nil
+        // The sender is no longer held up by this thread from here on, though it has yet to wake:
+        // the detector must not take it for blocked, in a job this thread runs next.
+        if let registeredSender { BlockedSenders.unregister(registeredSender) }
         finished.store(true, ordering: .releasing)
         sender.unpark()
     }

@@ -72,6 +72,9 @@ public final class SingleThreadContext: SynchronizationContext {
     /// Runs `work` on this context's thread and returns once it has run. On the context's own
     /// thread, and after ``shutdown()``, it runs inline on the calling thread. A pool worker that
     /// waits here counts as blocked, as in ``Future/wait()``: the pool makes up for it at once.
+    ///
+    /// - Throws: ``DeadlockError``, running nothing, when called on another context's thread while
+    ///   this context's thread is blocked sending back to it, directly or through other contexts.
     public override func send(_ work: @Sendable () -> Void) throws {
         try loop!.send(work, to: self)
     }

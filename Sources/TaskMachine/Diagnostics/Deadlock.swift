@@ -68,14 +68,25 @@ enum BlockedSenders {
         let threadName: String
     }
 
+    /// By sending thread (`ObjectIdentifier` of its `ThreadState`).
     private static let entries = Locked<[ObjectIdentifier: Entry]>([:])
 
-    static func register(_ thread: ThreadState, _ entry: Entry) {
-        entries.withLock { $0[ObjectIdentifier(thread)] = entry }
+    /// Records `entry` for the thread `sender`, unless `check`, given the other entries, finds a
+    /// deadlock, which it returns instead. The check and the record are one critical section: of
+    /// two threads sending to each other at once, exactly the second finds the first.
+    static func register(
+        _ sender: ObjectIdentifier, _ entry: Entry, unless check: ([Entry]) -> DeadlockError?
+    ) -> DeadlockError? {
+        entries.withLock { entries in
+            if let deadlock = check(Array(entries.values)) { return deadlock }
+            entries[sender] = entry
+            return nil
+        }
     }
 
-    static func unregister(_ thread: ThreadState) {
-        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(thread)) }
+    /// Forgets the entry of the thread `sender`: called as soon as the work it sent has run.
+    static func unregister(_ sender: ObjectIdentifier) {
+        _ = entries.withLock { $0.removeValue(forKey: sender) }
     }
 
     static var all: [Entry] { entries.withLock { Array($0.values) } }
@@ -94,8 +105,13 @@ enum DeadlockDetector {
     /// The deadlock that blocking `thread` until `target` completes would cause, if any.
     ///
     /// Every state machine suspended on the thread's context is blocked while the thread is, and so
-    /// is everything that awaits it, so the futures above such a machine cannot complete or drop
-    /// continuations during the walk: reading their slots from here is safe.
+    /// is everything that awaits it. The walk also starts from other threads' records (the machines
+    /// of contexts whose threads are blocked sending here, the futures a blocked sender holds up),
+    /// which change as those threads go on: each future's continuations are read under its lock,
+    /// and the records are immutable snapshots holding what they name, so a walk that races a
+    /// thread going on reads stale links, never freed memory. A sender's record goes as soon as its
+    /// work has run, and a wait's as soon as it ends without its future, so the links a deadlock
+    /// is found through are those of threads that are still blocked.
     ///
     /// An ``AsyncContext`` run on the thread of another context (a `SingleThreadContext`'s, or an
     /// outer `AsyncContext`'s) stalls that context's loop until it returns: machines suspended on
@@ -149,11 +165,13 @@ enum DeadlockDetector {
     /// The contexts that cannot run while the thread that owns `innermost` blocks: `innermost`, the
     /// contexts an ``AsyncContext`` run inside another stalls, and, over and over, the contexts of
     /// any thread blocked in `send` to one of those.
-    static func stalledContexts(from innermost: SynchronizationContext?) -> [Stalled] {
+    static func stalledContexts(
+        from innermost: SynchronizationContext?, senders given: [BlockedSenders.Entry]? = nil
+    ) -> [Stalled] {
         var stalled = ownedContexts(from: innermost).map { Stalled(context: $0, sends: [$0.name]) }
         guard !stalled.isEmpty else { return [] }
         var seen = Set(stalled.map { ObjectIdentifier($0.context) })
-        let senders = BlockedSenders.all
+        let senders = given ?? BlockedSenders.all
         var head = 0
         while head < stalled.count {
             let blocked = stalled[head]
@@ -180,12 +198,13 @@ enum DeadlockDetector {
     }
 
     /// The deadlock that blocking `thread` in `send` to `target` would cause: `target`'s thread is
-    /// blocked, through a chain of sends, sending to a context `thread` owns. Call with the send
-    /// registered (`BlockedSenders`), so that of two threads sending to each other at once, at
-    /// least one finds the other.
-    static func detect(sendingTo target: SynchronizationContext, on thread: ThreadState) -> DeadlockError? {
+    /// blocked, through a chain of `senders`, sending to a context `thread` owns. Called by
+    /// `BlockedSenders.register`, under its lock.
+    static func detect(
+        sendingTo target: SynchronizationContext, on thread: ThreadState, senders: [BlockedSenders.Entry]
+    ) -> DeadlockError? {
         guard let innermost = thread.ownedContext,
-            let found = stalledContexts(from: innermost).first(where: { $0.context === target })
+            let found = stalledContexts(from: innermost, senders: senders).first(where: { $0.context === target })
         else { return nil }
         return DeadlockError(
             contextName: found.sends.last!, chain: Array(found.sends.dropLast()), blockingCall: "send")

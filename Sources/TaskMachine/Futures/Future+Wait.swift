@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A continuation that wakes a thread blocked in `wait()`.
 final class BlockingWaiter: WorkItem {
     private let parker: Parker
@@ -15,9 +17,16 @@ final class BlockingWaiter: WorkItem {
         super.init()
     }
 
+    /// Set by a wait that ends without the future (timed out, or thrown a `DeadlockError`): its
+    /// registration may stay behind, and must not claim to hold anything up any more.
+    private let abandoned = Atomic<Bool>(false)
+
     override func run() { parker.unpark() }
 
-    override var dependentFutures: [AnyFuture] { heldUp }
+    override var dependentFutures: [AnyFuture] { abandoned.load(ordering: .acquiring) ? [] : heldUp }
+
+    /// Marks the wait this waiter served as over, before its thread goes on.
+    func abandon() { abandoned.store(true, ordering: .releasing) }
 }
 
 extension AnyFuture {
@@ -57,6 +66,7 @@ extension AnyFuture {
             while !isCompleted {
                 let remaining = deadline == .max ? -1 : deadline - Clock.now
                 if remaining < 0 && deadline != .max {
+                    waiter.abandon()
                     removeContinuation(waiter)
                     return false
                 }
@@ -65,6 +75,7 @@ extension AnyFuture {
                 thread.parker.park(timeoutNanoseconds: nap)
                 // A job posted to this thread's context wakes it too: look again for a deadlock.
                 if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
+                    waiter.abandon()
                     removeContinuation(waiter)
                     throw deadlock
                 }

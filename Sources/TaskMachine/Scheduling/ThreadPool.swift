@@ -75,8 +75,9 @@ final class ThreadPool {
         /// owner puts and takes it; the monitor takes it from a worker stuck in a long job. Every
         /// change is a read-modify-write (an exchange), which also publishes a job put there.
         let lifoSlot = Atomic<UInt>(0)
-        /// Monitor only: `started` at its last look, and when it last saw that change.
+        /// Monitor only: `started` at its last look.
         @exclusivity(unchecked) var startedAtLastLook: UInt64 = 0
+        /// Monitor only: when it last saw `started` change, or the worker was made.
         @exclusivity(unchecked) var startedChangedAt = Clock.now
         /// Owner only: woken to look for work, and not found any yet.
         var isSearching = false
@@ -713,7 +714,7 @@ final class ThreadPool {
         control.withLock { $0.blocked -= 1 }
     }
 
-    /// The monitor's looks per `starvationPeriodNanoseconds`: work that stands still is seen
+    /// The monitor's looks per `starvationPeriodNanoseconds`: work that stands still gets a worker
     /// between one period and a period and a quarter after it was queued, and work that has not
     /// stood still for a period is not mistaken for it.
     static let monitorLooksPerPeriod: Int64 = 4
@@ -726,13 +727,14 @@ final class ThreadPool {
     ///   started by any of them while it was queued, a worker is added (a LIFO job given up with no
     ///   idle worker to take it gets one a period later).
     ///
-    /// Work counts as standing still from the last look that saw nothing queued or a job started:
-    /// work queued just before a look, in a pool that had nothing to do for a while, has not.
+    /// Work counts as standing still from the first look that sees it queued with no job started
+    /// since the look before (it was queued in between): work queued just before a look, in a pool
+    /// that had started nothing for a while, has not stood still yet.
     private func runMonitor() {
         let period = Self.starvationPeriodNanoseconds
-        // The last look at which no work was queued, or some worker had started a job since the
-        // look before.
-        var lastMovingLook = Clock.now
+        // The first look of those since that saw work queued and no worker starting a job: the work
+        // was queued between the look before it and it. `nil` while work moves or none waits.
+        var stillSince: Int64?
         while true {
             monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
             hooks.onMonitorLook?()
@@ -753,10 +755,16 @@ final class ThreadPool {
                     inject(job, countsAsInjection: false)
                 }
             }
-            if moved || !queued {
-                lastMovingLook = now
-            } else if now - lastMovingLook >= period {
-                lastMovingLook = now
+            guard queued && !moved else {
+                stillSince = nil
+                continue
+            }
+            guard let since = stillSince else {
+                stillSince = now
+                continue
+            }
+            if now - since >= period {
+                stillSince = now
                 if let extra = control.withLock({ addExtraWorker(to: &$0) }) {
                     activity.starvationWorkersAdded.add(1, ordering: .relaxed)
                     startThread(of: extra)

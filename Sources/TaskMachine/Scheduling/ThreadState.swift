@@ -36,7 +36,8 @@ final class ThreadState {
     /// body queued by a context's `run`.
     @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
     /// The futures of `Future.run` bodies that a body run nested on this thread
-    /// (`runHereIfNotStarted(nestedOn:)`) interrupted, outermost first: they wait for it.
+    /// (`runHereIfNotStarted(nestedOn:)`) interrupted, outermost first: none goes on before it
+    /// returns.
     @exclusivity(unchecked) var interruptedBodies: [Unmanaged<AnyFuture>] = []
 
     /// Runs `body`, the work that completes `future` (a `Future.run` body, a context's `run` body),
