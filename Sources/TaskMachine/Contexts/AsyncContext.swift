@@ -163,13 +163,14 @@ public final class AsyncContext: SynchronizationContext {
             }
             // Nobody pumps the loop from here: what comes back later goes to the pool.
             for job in loop!.close() { ThreadPool.shared.enqueue(job) }
-            // A method still suspended (the pump threw) keeps this context in its builder: let go
-            // of its box, which would keep the method; after the lock, as what it releases may
-            // run a deinit of the user's.
-            _ = suspendedMethods.withLock { methods in
-                defer { methods = nil }
-                return methods
-            }
+        }
+        // A method still suspended (the pump threw) keeps this context in its builder: let go of
+        // its box, which would keep the method; after the lock, and once the thread has its own
+        // contexts back, as what it releases may run a deinit of the user's, whose waits and sends
+        // must not be looked at as this finished context's.
+        _ = suspendedMethods.withLock { methods in
+            defer { methods = nil }
+            return methods
         }
         // From here, a late error (the pump threw with work left) goes to the process-wide handler.
         let kept = errors.withLock { errors -> [any Error] in

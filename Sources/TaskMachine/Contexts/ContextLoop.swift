@@ -113,8 +113,12 @@ final class ContextLoop {
         }
         withoutActuallyEscaping(work) { work in
             let job = SendJob(work, registeredAs: sender)
-            // Stopped between the check above and now: run it here rather than wait for ever.
-            guard push(.item(job)) else { return job.run() }
+            // Stopped between the check above and now: run it here rather than wait for ever, as
+            // a send that blocks nothing.
+            guard push(.item(job)) else {
+                if let sender { BlockedSenders.unregister(sender) }
+                return work()
+            }
             job.waitUntilRun()
         }
     }

@@ -108,10 +108,11 @@ enum DeadlockDetector {
     /// is everything that awaits it. The walk also starts from other threads' records (the machines
     /// of contexts whose threads are blocked sending here, the futures a blocked sender holds up),
     /// which change as those threads go on: each future's continuations are read under its lock,
-    /// and the records are immutable snapshots holding what they name, so a walk that races a
-    /// thread going on reads stale links, never freed memory. A sender's record goes as soon as its
-    /// work has run, and a wait's as soon as it ends without its future, so the links a deadlock
-    /// is found through are those of threads that are still blocked.
+    /// and the records are snapshots holding what they name, so a walk that races a thread going
+    /// on reads stale links, never freed memory. A sender's record goes as soon as its work has
+    /// run, and a wait's as soon as it ends without its future; a link read just before that can
+    /// still be followed, so two threads blocking over one cycle at the same moment may both
+    /// throw (for two sends, only the second: they register under one lock).
     ///
     /// An ``AsyncContext`` run on the thread of another context (a `SingleThreadContext`'s, or an
     /// outer `AsyncContext`'s) stalls that context's loop until it returns: machines suspended on
@@ -127,7 +128,7 @@ enum DeadlockDetector {
         // Name the deepest machine that must resume on a stalled context: the longest chain tells
         // the whole story.
         var longest: (context: Stalled, chain: [String])?
-        let stalledContexts = stalledContexts(from: innermost)
+        let stalledContexts = stalledContexts(from: innermost, senders: BlockedSenders.all)
         for stalled in stalledContexts {
             guard let loop = stalled.context.loop else { continue }
             for (box, awaited) in loop.suspendedBoxes {
@@ -166,12 +167,11 @@ enum DeadlockDetector {
     /// contexts an ``AsyncContext`` run inside another stalls, and, over and over, the contexts of
     /// any thread blocked in `send` to one of those.
     static func stalledContexts(
-        from innermost: SynchronizationContext?, senders given: [BlockedSenders.Entry]? = nil
+        from innermost: SynchronizationContext?, senders: [BlockedSenders.Entry]
     ) -> [Stalled] {
         var stalled = ownedContexts(from: innermost).map { Stalled(context: $0, sends: [$0.name]) }
         guard !stalled.isEmpty else { return [] }
         var seen = Set(stalled.map { ObjectIdentifier($0.context) })
-        let senders = given ?? BlockedSenders.all
         var head = 0
         while head < stalled.count {
             let blocked = stalled[head]

@@ -5,28 +5,32 @@ final class BlockingWaiter: WorkItem {
     private let parker: Parker
     /// The futures that cannot complete while the thread blocks (`ThreadState.futuresOnStack`),
     /// for the deadlock detector: the blocked thread is a link in a chain of awaits, from the future
-    /// it waits for to these.
-    let heldUp: [AnyFuture]
+    /// it waits for to these. Emptied by `abandon()`.
+    private let heldUp: Locked<[AnyFuture]>
     /// The blocked thread's name, for the detector's chain.
     let threadName: String
 
     init(parker: Parker, threadName: String, holdingUp heldUp: [AnyFuture]) {
         self.parker = parker
         self.threadName = threadName
-        self.heldUp = heldUp
+        self.heldUp = Locked(heldUp)
         super.init()
     }
 
-    /// Set by a wait that ends without the future (timed out, or thrown a `DeadlockError`): its
-    /// registration may stay behind, and must not claim to hold anything up any more.
-    private let abandoned = Atomic<Bool>(false)
-
     override func run() { parker.unpark() }
 
-    override var dependentFutures: [AnyFuture] { abandoned.load(ordering: .acquiring) ? [] : heldUp }
+    override var dependentFutures: [AnyFuture] { heldUp.withLock { $0 } }
 
-    /// Marks the wait this waiter served as over, before its thread goes on.
-    func abandon() { abandoned.store(true, ordering: .releasing) }
+    /// Called by a wait that ends without the future (timed out, or thrown a `DeadlockError`),
+    /// before its thread goes on: its registration may stay behind, on a future that has no other
+    /// continuation, and must neither claim to hold anything up nor keep it alive any more.
+    func abandon() {
+        let dropped = heldUp.withLock { heldUp in
+            defer { heldUp = [] }
+            return heldUp
+        }
+        _ = dropped  // released after the lock
+    }
 }
 
 extension AnyFuture {

@@ -715,8 +715,9 @@ final class ThreadPool {
     }
 
     /// The monitor's looks per `starvationPeriodNanoseconds`: work that stands still gets a worker
-    /// between one period and a period and a quarter after it was queued, and work that has not
-    /// stood still for a period is not mistaken for it.
+    /// between one period and a period and a quarter after it was queued (a period and a half, if
+    /// a job started just after it was queued), and work that has not stood still for a period is
+    /// not mistaken for it.
     static let monitorLooksPerPeriod: Int64 = 4
 
     /// Looks at the workers `monitorLooksPerPeriod` times a period, and at each look:
@@ -725,7 +726,7 @@ final class ThreadPool {
     ///   queue;
     /// - if queued work has stood still for a period, every worker busy all along, with no job
     ///   started by any of them while it was queued, a worker is added (a LIFO job given up with no
-    ///   idle worker to take it gets one a period later).
+    ///   idle worker to take it gets one a period and a look later).
     ///
     /// Work counts as standing still from the first look that sees it queued with no job started
     /// since the look before (it was queued in between): work queued just before a look, in a pool
