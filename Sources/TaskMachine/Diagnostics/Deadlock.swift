@@ -128,7 +128,8 @@ enum DeadlockDetector {
         // Name the deepest machine that must resume on a stalled context: the longest chain tells
         // the whole story.
         var longest: (context: Stalled, chain: [String])?
-        let stalledContexts = stalledContexts(from: innermost, senders: BlockedSenders.all)
+        let senders = innermost == nil ? [] : BlockedSenders.all
+        let stalledContexts = stalledContexts(from: innermost, senders: senders)
         for stalled in stalledContexts {
             guard let loop = stalled.context.loop else { continue }
             for (box, awaited) in loop.suspendedBoxes {
@@ -139,7 +140,6 @@ enum DeadlockDetector {
         }
         // A thread blocked in `send` to a stalled context, in the work of futures that `target`
         // awaits: a `Future.run` body sending to the context whose thread waits for it.
-        let senders = stalledContexts.isEmpty ? [] : BlockedSenders.all
         for stalled in stalledContexts {
             for sender in senders where sender.target === stalled.context {
                 for future in sender.heldUp {
@@ -212,26 +212,33 @@ enum DeadlockDetector {
 
     /// The names of the awaits from `target` down to `start`, following continuations upward from
     /// `start`. A future whose work blocks a thread in `wait()` for the next link is named with
-    /// that thread.
+    /// that thread. Names are made for the path found only: a wait may walk thousands of futures.
     private static func path(from start: AnyFuture, upTo target: AnyFuture) -> [String]? {
-        var queue: [(future: AnyFuture, path: [String])] = [(start, [start.diagnosticName])]
+        // Each link: a future, and the thread whose wait() in its work holds it up, if that is how
+        // it awaits the link before.
+        typealias Link = (future: AnyFuture, blockedThread: String?)
+        var queue: [(future: AnyFuture, path: [Link])] = [(start, [(start, nil)])]
         var visited: Set<ObjectIdentifier> = [ObjectIdentifier(start)]
         var head = 0
         while head < queue.count && head < visitLimit {
             let (future, path) = queue[head]
             head += 1
-            if future === target { return path.reversed() }
+            if future === target {
+                return path.reversed().map { link in
+                    link.future.diagnosticName + (link.blockedThread.map { " (in wait() on \($0))" } ?? "")
+                }
+            }
             for job in future.pendingContinuations {
                 let awaiters: [AnyFuture]
-                var how = ""
+                var blockedThread: String?
                 switch job {
                 case .future(let box): awaiters = [box]
                 case .item(let item):
                     awaiters = item.dependentFutures
-                    if let waiter = item as? BlockingWaiter { how = " (in wait() on \(waiter.threadName))" }
+                    blockedThread = (item as? BlockingWaiter)?.threadName
                 }
                 for awaiter in awaiters where visited.insert(ObjectIdentifier(awaiter)).inserted {
-                    queue.append((awaiter, path + [awaiter.diagnosticName + how]))
+                    queue.append((awaiter, path + [(awaiter, blockedThread)]))
                 }
             }
         }
