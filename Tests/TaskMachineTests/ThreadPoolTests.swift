@@ -581,23 +581,6 @@ final class Seen: @unchecked Sendable {
         #expect(looks.count > looksAsleep)
     }
 
-    @Test func theMonitorSleepsAtMostOnceALookHoweverOftenTheWorkersGoIdle() throws {
-        // Every job below finds the pool idle, and the worker wakes the monitor if it sleeps: a
-        // monitor that went back to sleep at once would be woken for every job.
-        let sleeps = Counter()
-        let pool = ThreadPool(workerCount: 1, hooks: .init(onMonitorSleep: { sleeps.increment() }))
-        let start = ContinuousClock.now
-        for _ in 0..<1000 {
-            let ran = Promise<Void>()
-            pool.enqueue(job { ran.trySucceed() })
-            try ran.future.wait(timeout: .seconds(10))
-            usleep(100)  // past the worker's search: it parks
-        }
-        let lookTime = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds / ThreadPool.monitorLooksPerPeriod)
-        let looks = (ContinuousClock.now - start) / lookTime
-        #expect(Double(sleeps.count) <= looks + 2, "\(sleeps.count) sleeps in \(looks) looks' time")
-    }
-
     @Test(arguments: [1, 2])
     func aJobLeftInTheLIFOSlotOfAStuckWorkerRunsElsewhere(workers: Int) throws {
         // A job polls, without wait(), for the continuation it just queued, which sits in its own
