@@ -748,9 +748,7 @@ final class ThreadPool {
         // was queued between the look before it and it. `nil` while work moves or none waits.
         var stillSince: Int64?
         while true {
-            // Woken from a sleep, it waits a look's time before the next: at most one wake-up a
-            // look, however often the workers go idle and back.
-            sleepWhileEveryWorkerIsIdle()
+            if sleepWhileEveryWorkerIsIdle() { continue }
             monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
             hooks.onMonitorLook?()
             let now = Clock.now
@@ -790,21 +788,23 @@ final class ThreadPool {
 
     /// With every worker idle and nothing queued, there is nothing to watch: the monitor sleeps
     /// until a worker leaves the idle list (`runWorker`), rather than wake every look for nothing.
+    /// Returns whether it slept.
     ///
     /// The flag is set before the look at the idle list, and a worker clears it after leaving the
     /// list, both under the pool's lock: either the look sees the worker gone, or the worker sees
     /// the flag, and wakes the monitor.
-    private func sleepWhileEveryWorkerIsIdle() {
+    private func sleepWhileEveryWorkerIsIdle() -> Bool {
         func everyWorkerIsIdle() -> Bool {
             control.withLock { $0.idle.count == $0.workers.count } && globalCount.load(ordering: .acquiring) == 0
         }
-        guard everyWorkerIsIdle() else { return }
+        guard everyWorkerIsIdle() else { return false }
         monitorAsleep.store(true, ordering: .sequentiallyConsistent)
         if everyWorkerIsIdle() {
             hooks.onMonitorSleep?()
             monitorParker.park(timeoutNanoseconds: -1)
         }
         monitorAsleep.store(false, ordering: .relaxed)
+        return true
     }
 
     // MARK: Statistics
