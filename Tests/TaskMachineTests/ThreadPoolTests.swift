@@ -535,8 +535,15 @@ final class Seen: @unchecked Sendable {
                 stopped.trySucceed()
                 while !proceed.isSet { usleepish() }
             }))
-        let releaseLong = try pool.startBusyJob()
+        let releaseLong = Flag()
         defer { releaseLong.set() }
+        let longStarted = Promise<Void>()
+        pool.enqueue(
+            job {  // busy without blocking in a way the pool sees, as a long computation is
+                longStarted.trySucceed()
+                while !releaseLong.isSet { usleepish() }
+            })
+        try longStarted.future.wait(timeout: .seconds(10))
         // The next look begins after the job started, and sees it; stop the monitor at the one after.
         let seen = looks.count + 1
         stopAtLook.withLock { $0 = seen + 1 }
@@ -556,29 +563,6 @@ final class Seen: @unchecked Sendable {
         let waited = try queuedRan.future.wait(timeout: .seconds(10))
         #expect(pool.activitySnapshot.starvationWorkersAdded == 1)
         #expect(waited >= .nanoseconds(ThreadPool.starvationPeriodNanoseconds))
-    }
-
-    @Test func theMonitorSleepsWhileEveryWorkerIdlesAndWakesForWorkThatGetsStuck() throws {
-        let looks = Counter()
-        let sleeps = Counter()
-        let pool = ThreadPool(
-            workerCount: 1,
-            hooks: .init(onMonitorLook: { looks.increment() }, onMonitorSleep: { sleeps.increment() }))
-        try pool.waitUntilIdle()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while sleeps.count == 0 && ContinuousClock.now < deadline { usleepish() }
-        try #require(sleeps.count > 0, "the monitor should sleep once every worker idles")
-        let looksAsleep = looks.count
-        usleep(500_000)  // four looks' time
-        #expect(looks.count == looksAsleep, "the monitor looked while every worker idled")
-        // Work that gets stuck wakes it, and still gets a worker.
-        let releaseLong = try pool.startBusyJob()
-        defer { releaseLong.set() }
-        let behindRan = Promise<Void>()
-        pool.enqueue(job { behindRan.trySucceed() })
-        try behindRan.future.wait(timeout: .seconds(10))
-        #expect(pool.activitySnapshot.starvationWorkersAdded == 1)
-        #expect(looks.count > looksAsleep)
     }
 
     @Test(arguments: [1, 2])
@@ -883,20 +867,6 @@ extension ThreadPool {
     }
 
     /// Waits until every worker, started by a first job, is parked.
-    /// Queues a job that stays busy, without blocking in a way the pool sees (as a long computation
-    /// does), until the flag it returns is set; returns once the job has started.
-    func startBusyJob() throws -> Flag {
-        let release = Flag()
-        let started = Promise<Void>()
-        enqueue(
-            job {
-                started.trySucceed()
-                while !release.isSet { usleepish() }
-            })
-        try started.future.wait(timeout: .seconds(10))
-        return release
-    }
-
     func waitUntilIdle() throws {
         try runAJob()
         let deadline = ContinuousClock.now + .seconds(20)

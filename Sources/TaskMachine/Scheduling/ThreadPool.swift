@@ -30,8 +30,7 @@ import Synchronization
 ///
 /// Blocking: a worker about to block in `wait()` hands its LIFO job over and, when fewer than the
 /// target number of workers would be left unblocked, starts an extra worker at once. A monitor
-/// thread looks four times every `starvationPeriodNanoseconds` while any worker is busy (it sleeps
-/// while every worker idles, until one leaves the idle list): it takes the LIFO job of a worker
+/// thread looks four times every `starvationPeriodNanoseconds`: it takes the LIFO job of a worker
 /// that has started no job for a period (stuck in a long job, or polling for that very job) and
 /// queues it where any worker can run it, and it adds a worker when queued work has stood still
 /// for a period, no worker starting a job meanwhile. Extra workers retire after
@@ -164,9 +163,6 @@ final class ThreadPool {
     private let workersVersion = Atomic<UInt64>(0)
     private let searchingCount = Atomic<Int>(0)
     private let monitorParker = Parker()
-    /// Set by the monitor while it sleeps for as long as every worker is idle (`runMonitor`);
-    /// cleared, and the monitor woken, by the first worker off the idle list.
-    private let monitorAsleep = Atomic<Bool>(false)
     let activity = Activity()
     private let hooks: Hooks
 
@@ -186,8 +182,6 @@ final class ThreadPool {
         var onExtraWorkerDecided: (@Sendable () -> Void)?
         /// Called by the monitor as each look begins, before it reads anything.
         var onMonitorLook: (@Sendable () -> Void)?
-        /// Called by the monitor about to sleep while every worker is idle.
-        var onMonitorSleep: (@Sendable () -> Void)?
     }
 
     init(workerCount: Int, extraWorkerIdleNanoseconds: Int64 = 5_000_000_000, hooks: Hooks = Hooks()) {
@@ -529,11 +523,6 @@ final class ThreadPool {
             let parkerSpins = spun ? 0 : Parker.spinIterations
             spun = false
             if !parkIdle(worker, spinning: parkerSpins) { return }
-            // Off the idle list: if the monitor sleeps, as it does while every worker is idle,
-            // there is something to watch again.
-            if monitorAsleep.load(ordering: .relaxed), monitorAsleep.exchange(false, ordering: .relaxed) {
-                monitorParker.unpark()
-            }
         }
     }
 
@@ -748,7 +737,6 @@ final class ThreadPool {
         // was queued between the look before it and it. `nil` while work moves or none waits.
         var stillSince: Int64?
         while true {
-            if sleepWhileEveryWorkerIsIdle() { continue }
             monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
             hooks.onMonitorLook?()
             let now = Clock.now
@@ -784,27 +772,6 @@ final class ThreadPool {
                 }
             }
         }
-    }
-
-    /// With every worker idle and nothing queued, there is nothing to watch: the monitor sleeps
-    /// until a worker leaves the idle list (`runWorker`), rather than wake every look for nothing.
-    /// Returns whether it slept.
-    ///
-    /// The flag is set before the look at the idle list, and a worker clears it after leaving the
-    /// list, both under the pool's lock: either the look sees the worker gone, or the worker sees
-    /// the flag, and wakes the monitor.
-    private func sleepWhileEveryWorkerIsIdle() -> Bool {
-        func everyWorkerIsIdle() -> Bool {
-            control.withLock { $0.idle.count == $0.workers.count } && globalCount.load(ordering: .acquiring) == 0
-        }
-        guard everyWorkerIsIdle() else { return false }
-        monitorAsleep.store(true, ordering: .sequentiallyConsistent)
-        if everyWorkerIsIdle() {
-            hooks.onMonitorSleep?()
-            monitorParker.park(timeoutNanoseconds: -1)
-        }
-        monitorAsleep.store(false, ordering: .relaxed)
-        return true
     }
 
     // MARK: Statistics
