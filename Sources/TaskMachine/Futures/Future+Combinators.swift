@@ -27,7 +27,7 @@ final class WhenAllCounter<Value: Sendable>: WorkItem {
         if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { finish(inputs) }
     }
 
-    override var dependentFuture: AnyFuture? { output }
+    override var dependentFutures: [AnyFuture] { [output] }
 
     /// Completes `output` as failed (every input's errors, in input order) if any input failed, else
     /// cancelled if any was; returns `false` when all succeeded and the caller must set the value.
@@ -100,7 +100,7 @@ final class WhenAnyEntry<Value: Sendable>: WorkItem {
 
     override func run() { race.complete(with: index) }
 
-    // No `dependentFuture`: the output needs any one input, not this one, so a blocked input does
+    // No `dependentFutures`: the output needs any one input, not this one, so a blocked input does
     // not block it, and the deadlock detector must not follow it.
 }
 

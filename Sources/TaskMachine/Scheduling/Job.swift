@@ -48,13 +48,10 @@ class WorkItem {
 
     func run() {}
 
-    /// The future this continuation goes on to complete, if any (a combinator's result); the
-    /// deadlock detector follows it.
-    var dependentFuture: AnyFuture? { nil }
-
-    /// The futures that cannot complete before this continuation runs: `dependentFuture`, or for
-    /// a thread blocked in `wait()`, the futures whose work it is doing.
-    var dependentFutures: [AnyFuture] { dependentFuture.map { [$0] } ?? [] }
+    /// The futures that cannot complete before this continuation runs, which the deadlock detector
+    /// follows: the future it goes on to complete (a combinator's result, a forwarded result), or
+    /// for a thread blocked in `wait()`, the futures whose work it is doing.
+    var dependentFutures: [AnyFuture] { [] }
 }
 
 // Work items are created on one thread and run on another; subclasses keep their state safe.
@@ -83,7 +80,7 @@ final class ForwardingWorkItem: ClosureWorkItem {
         super.init(body)
     }
 
-    override var dependentFuture: AnyFuture? { output }
+    override var dependentFutures: [AnyFuture] { [output] }
 }
 
 // Safe to share: immutable.
