@@ -15,13 +15,15 @@ public struct FireAndForgetMethodBuilder: BoxingMethodBuilder {
     public init() {}
 
     /// Captures the current context, counts the operation on it, and runs `machine` up to its
-    /// first suspension or its end.
+    /// first suspension or its end; puts that context back as current if the method changed it.
     public static func start<Machine: AsyncStateMachine>(_ machine: inout Machine)
     where Machine.Builder == FireAndForgetMethodBuilder {
         let context = SynchronizationContext.current
         machine.builder.context = context
         context?.operationStarted()
+        let caller = ContextAtStart()
         machine.moveNext()
+        caller.restore()
     }
 
     /// Suspends the machine until `awaiter` completes.

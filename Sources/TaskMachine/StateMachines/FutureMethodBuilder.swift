@@ -11,10 +11,14 @@ public struct FutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     /// Creates the builder a machine stores.
     public init() {}
 
-    /// Runs `machine` up to its first suspension or its end, on the calling thread.
+    /// Runs `machine` up to its first suspension or its end, on the calling thread, and puts the
+    /// caller's ``SynchronizationContext/current`` back if the method changed it.
+    @inlinable
     public static func start<Machine: AsyncStateMachine>(_ machine: inout Machine)
     where Machine.Builder == FutureMethodBuilder<Value> {
+        let caller = ContextAtStart()
         machine.moveNext()
+        caller.restore()
     }
 
     /// The method's future. Read it after ``start(_:)``.

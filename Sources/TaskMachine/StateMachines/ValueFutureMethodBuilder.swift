@@ -13,10 +13,14 @@ public struct ValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuilder {
     /// Creates the builder a machine stores.
     public init() {}
 
-    /// Runs `machine` up to its first suspension or its end, on the calling thread.
+    /// Runs `machine` up to its first suspension or its end, on the calling thread, and puts the
+    /// caller's ``SynchronizationContext/current`` back if the method changed it.
+    @inlinable
     public static func start<Machine: AsyncStateMachine>(_ machine: inout Machine)
     where Machine.Builder == ValueFutureMethodBuilder<Value> {
+        let caller = ContextAtStart()
         machine.moveNext()
+        caller.restore()
     }
 
     /// The method's value future. Read it after ``start(_:)``.
@@ -79,11 +83,14 @@ public struct PoolingValueFutureMethodBuilder<Value: Sendable>: BoxingMethodBuil
     /// Creates the builder a machine stores.
     public init() {}
 
-    /// Runs `machine` up to its first suspension or its end, on the calling thread.
+    /// Runs `machine` up to its first suspension or its end, on the calling thread, and puts the
+    /// caller's ``SynchronizationContext/current`` back if the method changed it.
     @inlinable
     public static func start<Machine: AsyncStateMachine>(_ machine: inout Machine)
     where Machine.Builder == PoolingValueFutureMethodBuilder<Value> {
+        let caller = ContextAtStart()
         machine.moveNext()
+        caller.restore()
     }
 
     /// The method's value future. Read it once, after ``start(_:)``.

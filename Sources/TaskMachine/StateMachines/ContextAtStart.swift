@@ -1,0 +1,38 @@
+/// The calling thread's ``SynchronizationContext/current`` as an async method builder's `start`
+/// found it, put back when `start` returns.
+///
+/// A method that sets `current` before its first suspension changes it for itself, not for its
+/// caller: the continuation it registers captures the new context, and the caller goes on with
+/// its own. .NET's `AsyncMethodBuilder.Start` restores the thread's context the same way.
+///
+/// The context is held by a retain of its own, taken only when there is one and dropped by
+/// ``restore()``, which `start` calls exactly once: most methods start with no context, and a
+/// retain and release of `nil` through the runtime cost them two calls for nothing.
+@usableFromInline
+struct ContextAtStart {
+    /// The caller's context, retained.
+    let context: Unmanaged<SynchronizationContext>?
+
+    /// Records the calling thread's context.
+    @usableFromInline
+    init() {
+        context = ThreadState.withCurrent { state in
+            guard let context = state.synchronizationContext else { return nil }
+            return Unmanaged.passRetained(context)
+        }
+    }
+
+    /// Puts the caller's context back if the method left another one current, and drops the
+    /// record's retain.
+    @usableFromInline
+    func restore() {
+        ThreadState.withCurrent { state in
+            guard let context else {
+                if state.synchronizationContext != nil { state.synchronizationContext = nil }
+                return
+            }
+            let caller = context.takeRetainedValue()
+            if state.synchronizationContext !== caller { state.synchronizationContext = caller }
+        }
+    }
+}
