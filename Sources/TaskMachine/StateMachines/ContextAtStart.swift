@@ -18,7 +18,7 @@ struct ContextAtStart {
     init() {
         context = ThreadState.withCurrent { state in
             guard let context = state.synchronizationContext else { return nil }
-            return Unmanaged.passRetained(context)
+            return Unmanaged.passUnretained(context).retain()
         }
     }
 
