@@ -1,15 +1,23 @@
 /// The error `wait()` throws instead of blocking forever: the future it would wait for can only
-/// complete after a continuation runs on the context whose thread the wait would block. An
+/// complete after a continuation runs on the context whose thread the wait would block, or after
+/// work that is on the waiting thread's own stack, under the wait, goes on (a method's `moveNext`,
+/// a `Future.run` body, that waits for a future which needs that method or body to finish). An
 /// ``AsyncContext``'s `run` throws it too, instead of pumping for ever, when its future, or a
 /// fire-and-forget method started in it, needs the context whose thread the pump stalls; and
 /// `send` on a context's thread, when the thread of the context it sends to is blocked, through a
 /// chain of `send`s, sending back to it.
 public struct DeadlockError: Error, Sendable, CustomStringConvertible {
-    /// The context whose thread was about to block.
+    /// The context whose thread was about to block; for a deadlock on the thread's own stack
+    /// (``threadName`` set), the context the thread runs, if any, else the thread's name.
     public let contextName: String
+    /// For a deadlock on the blocking thread's own stack, the thread's name: the last link of
+    /// ``chain`` is work on that thread's stack, under the call that would block, which cannot go
+    /// on until that call returns. `nil` for a deadlock on a context.
+    public let threadName: String?
     /// The chain of awaits, from the future `wait()` was called on down to the last link, which must
     /// run on ``contextName``: a state machine's resumption, or work queued there (a body passed to
-    /// `SingleThreadContext.run`), or work sent there. A link may be a thread blocked in `wait()` or
+    /// `SingleThreadContext.run`), or work sent there; or, with ``threadName``, the future whose
+    /// work is on that thread's stack. A link may be a thread blocked in `wait()` or
     /// `send` rather than an await: the work of a future (a `Future.run` body, a method's
     /// `moveNext`) that waits for the next link, whose name then ends in "(in wait() on" or
     /// "(in send on" and the thread's name.
@@ -24,11 +32,15 @@ public struct DeadlockError: Error, Sendable, CustomStringConvertible {
     /// link must resume on that thread itself.
     let blockedSends: [String]
 
-    init(contextName: String, chain: [String], blockingCall: String = "wait()", blockedSends: [String] = []) {
+    init(
+        contextName: String, chain: [String], blockingCall: String = "wait()", blockedSends: [String] = [],
+        threadName: String? = nil
+    ) {
         self.contextName = contextName
         self.chain = chain
         self.blockingCall = blockingCall
         self.blockedSends = blockedSends
+        self.threadName = threadName
     }
 
     public var description: String {
@@ -38,6 +50,13 @@ public struct DeadlockError: Error, Sendable, CustomStringConvertible {
             text += zip(chain, chain.dropFirst() + [contextName]).map { "\"\($0)\" is blocked in send to \"\($1)\"" }
                 .joined(separator: ", ")
             text += " — the thread this send blocks. Post instead of sending, or send one way only."
+            return text
+        }
+        if let threadName {
+            text += chain.joined(separator: " awaits ")
+            text += chain.count == 1 ? " is waited for from its own work" : ", whose work is"
+            text += " on the stack of \"\(threadName)\" under this \(blockingCall), and cannot go on until it returns."
+            text += " Await instead of blocking."
             return text
         }
         if chain.count >= 2 {
@@ -119,6 +138,23 @@ enum DeadlockDetector {
     /// the enclosing contexts are blocked as well, and are looked at too.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState) -> DeadlockError? {
         detect(waitingFor: target, from: thread.ownedContext)
+    }
+
+    /// The deadlock that blocking `thread` until `target` completes would cause on the thread's own
+    /// stack: `target` awaits, through its chain of awaits, one of `onStack`, the futures whose work
+    /// is on the stack under the wait (``ThreadState/futuresOnStack``), none of which can complete
+    /// until the wait returns. The simplest: a method's `moveNext` or a `Future.run` body that
+    /// waits for its own future.
+    ///
+    /// Called once the wait's continuation is registered, as that of any other thread blocked in
+    /// the cycle is: of two threads that block over one cycle at once, at least one sees the other.
+    static func detect(waitingFor target: AnyFuture, on thread: ThreadState, onStack: [AnyFuture]) -> DeadlockError? {
+        for future in onStack {
+            guard let chain = path(from: future, upTo: target) else { continue }
+            return DeadlockError(
+                contextName: thread.ownedContext?.name ?? thread.name, chain: chain, threadName: thread.name)
+        }
+        return nil
     }
 
     /// The deadlock that blocking the thread that runs `innermost`'s loop until `target` completes

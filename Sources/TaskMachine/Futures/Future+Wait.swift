@@ -38,7 +38,8 @@ extension AnyFuture {
     /// Returns whether it completed.
     ///
     /// - Throws: ``DeadlockError`` when the thread owns a single-threaded context and the future can
-    ///   only complete after a continuation runs on that context.
+    ///   only complete after a continuation runs on that context, or when the future needs work
+    ///   that is on this thread's stack, under the wait.
     @usableFromInline @inline(never)
     final func blockUntilCompleted(timeoutNanoseconds: Int64) throws -> Bool {
         if isCompleted { return true }
@@ -57,11 +58,20 @@ extension AnyFuture {
         // A thread blocked for good in the work of a future holds that future up: a waiter of its
         // own names it, for the deadlock detector to follow (the thread's reused waiter names
         // none). Not with a time limit: the wait ends, and the work goes on, without the future.
-        let heldUp = timeoutNanoseconds < 0 ? thread.futuresOnStack : []
+        let onStack = thread.futuresOnStack
+        let heldUp = timeoutNanoseconds < 0 ? onStack : []
         let waiter =
             heldUp.isEmpty
             ? thread.blockingWaiter : BlockingWaiter(parker: thread.parker, threadName: thread.name, holdingUp: heldUp)
         onCompletion(.item(waiter))
+        // Registered first: another thread blocking over the same cycle at once then sees this one.
+        if !onStack.isEmpty, !isCompleted,
+            let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack)
+        {
+            waiter.abandon()
+            removeContinuation(waiter)
+            throw deadlock
+        }
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
         // On a context's thread, the detector looks again now and then, even if nothing wakes it.
@@ -100,7 +110,9 @@ extension Future {
     /// the time).
     ///
     /// - Throws: the future's error; ``DeadlockError`` instead of hanging when this thread runs a
-    ///   single-threaded context that the future needs in order to complete.
+    ///   single-threaded context that the future needs in order to complete, or when the future
+    ///   needs work on this thread's own stack, under the wait (a method's `moveNext`, a
+    ///   `Future.run` body, waiting for its own future).
     ///
     /// Inlinable, so that a completed future's value is read by code specialized for it; the
     /// blocking itself is out of line, in `blockUntilCompleted`, the frame a profiler shows.
