@@ -106,6 +106,28 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
         #expect(stackDeadlockText(of: method).hasPrefix("pool-N: "))
     }
 
+    @Test func aMethodResumedInlineUnderAnotherThatWaitsForTheOtherThrows() throws {
+        // The outer method completes a promise the inner one awaits, which resumes the inner one
+        // inline, inside the outer's `moveNext`: the inner one waiting for the outer's future
+        // waits for work under it on the same stack.
+        let gate = Promise<Void>()
+        let handOver = Promise<Void>()
+        let outerHolder = Locked<Future<Int>?>(nil)
+        let outer = BlocksInItsOwnWork.start(awaiting: gate.future) { _ in
+            try handOver.succeed()
+            return 1
+        }
+        outerHolder.withLock { $0 = outer }
+        let inner = BlocksInItsOwnWork.start(awaiting: handOver.future) { _ in
+            try outerHolder.withLock { $0! }.wait()
+        }
+        let thread = SingleThreadContext(name: "inline-under-another")
+        thread.post { try? gate.succeed() }
+        #expect(stackDeadlockText(of: inner) == "inline-under-another: BlocksInItsOwnWork")
+        #expect(try outer.wait(timeout: .seconds(20)) == 1)
+        try thread.shutdown()
+    }
+
     @Test func aMethodWaitingForWorkThatDoesNotNeedItIsNoDeadlock() throws {
         let gate = Promise<Void>()
         let method = BlocksInItsOwnWork.start(awaiting: gate.future) { _ in

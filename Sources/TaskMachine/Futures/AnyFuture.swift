@@ -189,10 +189,8 @@ public class AnyFuture {
     /// once the stack is as deep as the trampoline allows.
     final func runHereIfNotStarted(nestedOn thread: ThreadState) -> Bool {
         guard thread.inlineDepth < Continuations.maxInlineDepth else { return false }
-        // A body this thread was running waits for this one: a wait() in it holds both up.
-        let interrupting = thread.runningBody
-        if let interrupting { thread.interruptedBodies.append(interrupting) }
-        defer { if interrupting != nil { thread.interruptedBodies.removeLast() } }
+        // A body this thread was running waits for this one: a wait() in it holds both up (the
+        // nested body's `runningBody(of:)` records the one it interrupts).
         var ran = false
         Continuations.nested(on: thread) { ran = runHereIfNotStarted() }
         return ran

@@ -32,12 +32,46 @@ final class ThreadState {
 
     /// The state machine box whose `moveNext` runs innermost on this thread, if any.
     @exclusivity(unchecked) var runningBox: ObjectIdentifier?
+    /// The boxes whose `moveNext` a resumption run inline on this thread interrupted, outermost
+    /// first: the first `boxesUnderCapacity` of them; `boxesUnderCount` counts all.
+    let boxesUnder = UnsafeMutablePointer<ObjectIdentifier>.allocate(capacity: boxesUnderCapacity)
+    @exclusivity(unchecked) var boxesUnderCount = 0
+    /// More than the trampoline lets inline resumptions nest, with room for those nested in the
+    /// jobs of an ``AsyncContext`` run inside a method; past it, the deadlock detector does not see
+    /// the interrupted boxes.
+    static let boxesUnderCapacity = 64
+
+    /// Records `box` as the box whose `moveNext` runs innermost on this thread, and the one it
+    /// interrupts, if any, among the boxes under it; returns that one, for ``leaveBox(restoring:)``.
+    @inline(__always)
+    func enterBox(_ box: ObjectIdentifier) -> ObjectIdentifier? {
+        let outer = runningBox
+        if let outer { pushBoxUnder(outer) }
+        runningBox = box
+        return outer
+    }
+
+    /// Undoes ``enterBox(_:)``, whose result `outer` is.
+    @inline(__always)
+    func leaveBox(restoring outer: ObjectIdentifier?) {
+        runningBox = outer
+        if outer != nil { boxesUnderCount &-= 1 }
+    }
+
+    /// Out of line: most resumptions interrupt none, and this inlined kept the resumption's
+    /// closure from being inlined into it.
+    @inline(never)
+    private func pushBoxUnder(_ box: ObjectIdentifier) {
+        if boxesUnderCount < Self.boxesUnderCapacity { boxesUnder[boxesUnderCount] = box }
+        boxesUnderCount &+= 1
+    }
     /// The future whose body runs innermost on this thread, if any: a `Future.run` body, or a
     /// body queued by a context's `run`.
     @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
-    /// The futures of `Future.run` bodies that a body run nested on this thread
-    /// (`runHereIfNotStarted(nestedOn:)`) interrupted, outermost first: none goes on before it
-    /// returns.
+    /// The futures of the bodies that a body run nested on this thread interrupted, outermost
+    /// first: none goes on before it returns. A `Future.run` body runs nested when a wait or an
+    /// await in another runs it (`runHereIfNotStarted(nestedOn:)`); a context's `run` body, when
+    /// an ``AsyncContext`` pumps inside another body.
     @exclusivity(unchecked) var interruptedBodies: [Unmanaged<AnyFuture>] = []
 
     /// Runs `body`, the work that completes `future` (a `Future.run` body, a context's `run` body),
@@ -45,22 +79,28 @@ final class ThreadState {
     @inline(__always)
     func runningBody<Result>(of future: AnyFuture, _ body: () throws -> Result) rethrows -> Result {
         let outer = runningBody
+        if let outer { interruptedBodies.append(outer) }
         runningBody = Unmanaged.passUnretained(future)
-        defer { runningBody = outer }
+        defer {
+            runningBody = outer
+            if outer != nil { interruptedBodies.removeLast() }
+        }
         return try body()
     }
 
-    /// The futures that cannot complete while this thread blocks: those whose work is on its stack,
-    /// as far as it is recorded (the innermost state machine, the innermost body and the bodies
-    /// that nested ones interrupted; not the machines under an inline resumption).
+    /// The futures that cannot complete while this thread blocks: those whose work is on its stack
+    /// (the state machines whose `moveNext` runs, innermost or interrupted by a resumption run
+    /// inline, the innermost body and the bodies that nested ones interrupted).
     var futuresOnStack: [AnyFuture] {
         var futures = interruptedBodies.map { $0.takeUnretainedValue() }
         if let runningBody { futures.append(runningBody.takeUnretainedValue()) }
-        if let runningBox {
-            // Alive: its `moveNext` is running on this stack.
-            let address = UnsafeRawPointer(bitPattern: UInt(bitPattern: runningBox))!
-            futures.append(Unmanaged<AnyFuture>.fromOpaque(address).takeUnretainedValue())
+        // Alive, all: their `moveNext` is running on this stack.
+        func box(_ identifier: ObjectIdentifier) -> AnyFuture {
+            let address = UnsafeRawPointer(bitPattern: UInt(bitPattern: identifier))!
+            return Unmanaged<AnyFuture>.fromOpaque(address).takeUnretainedValue()
         }
+        for index in 0..<min(boxesUnderCount, Self.boxesUnderCapacity) { futures.append(box(boxesUnder[index])) }
+        if let runningBox { futures.append(box(runningBox)) }
         return futures
     }
     /// How many continuations are running inline, nested, on this stack.
@@ -113,6 +153,7 @@ final class ThreadState {
     deinit {
         // Cached boxes are reset and hold nothing; releasing them touches no thread state.
         boxCache.empty()
+        boxesUnder.deallocate()
     }
 
     /// The calling thread's state, created on first use.

@@ -188,12 +188,11 @@ final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable
         // resumption can complete the future, which publishes it to whoever sees the completion.
         let resumption = resumptions.load(ordering: .relaxed) &+ 1
         resumptions.store(resumption, ordering: .relaxed)
-        ThreadState.withCurrent { thread in
-            let outer = thread.runningBox
-            thread.runningBox = ObjectIdentifier(self)
-            machine.pointee.moveNext()
-            thread.runningBox = outer
-        }
+        // Two reads of the thread's state rather than one closure around `moveNext`, which the
+        // optimizer would not inline.
+        let outer = ThreadState.withCurrent { $0.enterBox(ObjectIdentifier(self)) }
+        machine.pointee.moveNext()
+        ThreadState.withCurrent { $0.leaveBox(restoring: outer) }
         // Completed, and by this resumption (no later one started, in this use or a later use of
         // a pooled box, whose completion this would otherwise be seeing): the machine is done with.
         if isCompleted && resumptions.load(ordering: .relaxed) == resumption {
