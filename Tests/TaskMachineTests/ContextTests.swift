@@ -55,6 +55,30 @@ struct ResumeWhere: AsyncStateMachine {
         #expect(try seen.future.wait(timeout: .seconds(10)))
     }
 
+    @Test func aContextSetByABodyRunNestedInAWaitDoesNotOutliveTheBody() throws {
+        // Every other worker spins, so that the inner body, queued on the worker that waits for
+        // it, is run by that wait, nested, rather than by another worker as a job of its own.
+        let release = Atomic<Bool>(false)
+        let others = (1..<ThreadPool.shared.targetWorkerCount).map { _ in
+            Future.run { while !release.load(ordering: .relaxed) {} }
+        }
+        defer { release.store(true, ordering: .relaxed) }
+        let seen = Future.run { () throws -> (nested: Bool, cleared: Bool) in
+            let waiting = RuntimeThread.current
+            let inner = Future.run { () -> Bool in
+                SynchronizationContext.current = SynchronizationContext()
+                return RuntimeThread.current == waiting
+            }
+            let nested = try inner.wait()
+            return (nested, SynchronizationContext.current == nil)
+        }
+        let outcome = try seen.wait(timeout: .seconds(20))
+        release.store(true, ordering: .relaxed)
+        for other in others { try other.wait(timeout: .seconds(20)) }
+        #expect(outcome.nested)
+        #expect(outcome.cleared)
+    }
+
     @Test func aContextSetByAJobOnAContextsThreadDoesNotOutliveTheJob() throws {
         let ui = SingleThreadContext(name: "ui-reinstalled")
         defer { try? ui.shutdown() }

@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 
 @testable import TaskMachine
@@ -54,6 +55,12 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
         }
     }
 
+    /// Shuts `thread` down unless a wait on it never ended (a failure of the test), which would
+    /// hang the shutdown: that thread is left blocked.
+    func shutDownIfFree(_ thread: SingleThreadContext) throws {
+        if (try? thread.run {}.wait(timeout: .seconds(5))) != nil { try thread.shutdown() }
+    }
+
     @Test func aMethodThatWaitsForItsOwnFutureInItsMoveNextThrows() throws {
         let gate = Promise<Void>()
         let method = BlocksInItsOwnWork.start(awaiting: gate.future) { own in try own.wait() }
@@ -61,7 +68,7 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
         // Resumed inline on the context's thread, which completes the gate.
         thread.post { try? gate.succeed() }
         #expect(stackDeadlockText(of: method) == "waits-for-itself: BlocksInItsOwnWork")
-        try thread.shutdown()
+        try shutDownIfFree(thread)
     }
 
     @Test func aRunBodyThatWaitsForItsOwnFutureThrows() throws {
@@ -92,7 +99,7 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
                 || text == "pool-N: BlocksInItsOwnWork (in wait() on waits-through-a-body) > run { } -> Future<Int>",
             "\(text)"
         )
-        try thread.shutdown()
+        try shutDownIfFree(thread)
     }
 
     @Test func aMethodOnAWorkerWaitingForABodyThatWaitsForTheMethodThrows() throws {
@@ -125,7 +132,32 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
         thread.post { try? gate.succeed() }
         #expect(stackDeadlockText(of: inner) == "inline-under-another: BlocksInItsOwnWork")
         #expect(try outer.wait(timeout: .seconds(20)) == 1)
-        try thread.shutdown()
+        try shutDownIfFree(thread)
+    }
+
+    @Test func aCycleThatAMethodClosesAfterTheWaitBeganIsFoundByALaterLook() throws {
+        // The outer method blocks in `wait()` for a method suspended on `later`, which, once
+        // resumed, awaits the outer method: the cycle closes while the outer one already blocks,
+        // and no other thread blocks to see it.
+        let gate = Promise<Void>()
+        let later = Promise<Void>()
+        let awaitingHolder = Locked<Future<Int>?>(nil)
+        let outer = BlocksInItsOwnWork.start(awaiting: gate.future) { _ in
+            try awaitingHolder.withLock { $0! }.wait()
+        }
+        let awaiting = AwaitInTurn.start(later.future, then: outer)
+        awaitingHolder.withLock { $0 = awaiting }
+        let thread = SingleThreadContext(name: "closed-later")
+        thread.post { try? gate.succeed() }
+        // The outer method's wait has registered on the awaiting one (and looked, finding nothing).
+        var polls = 0
+        while awaiting.pendingContinuations.isEmpty && polls < 20_000 {
+            polls += 1
+            usleep(1_000)
+        }
+        try later.succeed()
+        #expect(stackDeadlockText(of: outer) == "closed-later: AwaitInTurn > BlocksInItsOwnWork")
+        try shutDownIfFree(thread)
     }
 
     @Test func aMethodWaitingForWorkThatDoesNotNeedItIsNoDeadlock() throws {

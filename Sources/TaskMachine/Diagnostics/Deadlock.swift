@@ -54,9 +54,8 @@ public struct DeadlockError: Error, Sendable, CustomStringConvertible {
         }
         if let threadName {
             text += chain.joined(separator: " awaits ")
-            text += chain.count == 1 ? " is waited for from its own work" : ", whose work is"
-            text += " on the stack of \"\(threadName)\" under this \(blockingCall), and cannot go on until it returns."
-            text += " Await instead of blocking."
+            text += ", whose work is on the stack of \"\(threadName)\" under this \(blockingCall), and cannot go"
+            text += " on until it returns. Await instead of blocking."
             return text
         }
         if chain.count >= 2 {
@@ -148,6 +147,8 @@ enum DeadlockDetector {
     ///
     /// Called once the wait's continuation is registered, as that of any other thread blocked in
     /// the cycle is: of two threads that block over one cycle at once, at least one sees the other.
+    /// Called again every `recheckNanoseconds` while the thread blocks: a method that was suspended
+    /// on something else when the wait began can await the work on the stack later.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState, onStack: [AnyFuture]) -> DeadlockError? {
         for future in onStack {
             guard let chain = path(from: future, upTo: target) else { continue }

@@ -192,7 +192,10 @@ public class AnyFuture {
         // A body this thread was running waits for this one: a wait() in it holds both up (the
         // nested body's `runningBody(of:)` records the one it interrupts).
         var ran = false
+        // A context the body sets lasts until it ends, as it would in a pool job of its own.
+        let context = thread.synchronizationContext
         Continuations.nested(on: thread) { ran = runHereIfNotStarted() }
+        if thread.synchronizationContext !== context { thread.synchronizationContext = context }
         return ran
     }
 

@@ -74,8 +74,11 @@ extension AnyFuture {
         }
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
         let deadline = timeoutNanoseconds < 0 || overflow ? Int64.max : sum
-        // On a context's thread, the detector looks again now and then, even if nothing wakes it.
-        let recheck: Int64? = thread.ownedContext == nil ? nil : DeadlockDetector.recheckNanoseconds
+        // On a context's thread, or in work on the stack, the detector looks again now and then,
+        // even if nothing wakes it: a method suspended when the wait began can go on to await that
+        // work later, and close the cycle without blocking anew.
+        let recheck: Int64? =
+            thread.ownedContext == nil && onStack.isEmpty ? nil : DeadlockDetector.recheckNanoseconds
         return try thread.blocking {
             while !isCompleted {
                 let remaining = deadline == .max ? -1 : deadline - Clock.now
@@ -88,7 +91,11 @@ extension AnyFuture {
                 if let recheck, nap < 0 || nap > recheck { nap = recheck }
                 thread.parker.park(timeoutNanoseconds: nap)
                 // A job posted to this thread's context wakes it too: look again for a deadlock.
-                if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread) {
+                if !isCompleted,
+                    let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread)
+                        ?? (onStack.isEmpty
+                            ? nil : DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack))
+                {
                     waiter.abandon()
                     removeContinuation(waiter)
                     throw deadlock

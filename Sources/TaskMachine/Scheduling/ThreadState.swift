@@ -70,8 +70,7 @@ final class ThreadState {
     @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
     /// The futures of the bodies that a body run nested on this thread interrupted, outermost
     /// first: none goes on before it returns. A `Future.run` body runs nested when a wait or an
-    /// await in another runs it (`runHereIfNotStarted(nestedOn:)`); a context's `run` body, when
-    /// an ``AsyncContext`` pumps inside another body.
+    /// await in another runs it (`runHereIfNotStarted(nestedOn:)`).
     @exclusivity(unchecked) var interruptedBodies: [Unmanaged<AnyFuture>] = []
 
     /// Runs `body`, the work that completes `future` (a `Future.run` body, a context's `run` body),
