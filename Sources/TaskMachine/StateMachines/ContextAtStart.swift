@@ -1,3 +1,5 @@
+import CTaskMachine
+
 /// The calling thread's ``SynchronizationContext/current`` as an async method builder's `start`
 /// found it, put back when `start` returns.
 ///
@@ -13,10 +15,15 @@ struct ContextAtStart {
     /// The caller's context, retained.
     let context: Unmanaged<SynchronizationContext>?
 
-    /// Records the calling thread's context.
+    /// Records the calling thread's context. Creates no state for a thread that has none (one the
+    /// runtime did not start, which has no context then).
     @usableFromInline
     init() {
-        context = ThreadState.withCurrent { state in
+        guard let raw = tm_thread_state_get() else {
+            context = nil
+            return
+        }
+        context = Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { state in
             guard let context = state.synchronizationContext else { return nil }
             return Unmanaged.passUnretained(context).retain()
         }
@@ -26,7 +33,9 @@ struct ContextAtStart {
     /// record's retain.
     @usableFromInline
     func restore() {
-        ThreadState.withCurrent { state in
+        // No state: the method set no context either (setting one makes the state).
+        guard let raw = tm_thread_state_get() else { return }
+        Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { state in
             guard let context else {
                 if state.synchronizationContext != nil { state.synchronizationContext = nil }
                 return
