@@ -470,16 +470,8 @@ final class ThreadPool {
         while true {
             if let job = nextJob(for: worker, tick: &tick, lifoStreak: &lifoStreak) {
                 spun = false
-                if worker.isSearching {
-                    worker.isSearching = false
-                    // The last searcher found work: if more is waiting, wake the next one. The fence
-                    // pairs with `notify`'s, as in `parkIdle`: either a queuer sees no searcher left
-                    // and wakes a worker itself, or this sees what it queued.
-                    if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 {
-                        atomicMemoryFence(ordering: .sequentiallyConsistent)
-                        if hasStealableWork() { notify() }
-                    }
-                }
+                // The last searcher found work: if more is waiting, it wakes the next one.
+                if worker.isSearching { stopSearching(worker) }
                 worker.started.store(worker.started.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
                 job.run()
                 // A job that set `SynchronizationContext.current` and left it does not pass it on to
@@ -494,15 +486,11 @@ final class ThreadPool {
             }
             if worker.isSearching {
                 hooks.onSearchFailed?()
-                worker.isSearching = false
                 // The last searcher gives up: a queuer that saw it searching woke nobody, counting on
                 // it to wake the next once it found work. This worker takes one job on its way to
-                // park (`parkIdle`), not the rest: wake a worker for them, as in tokio's
-                // `transition_to_parked`. The fence pairs with `notify`'s.
-                if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 {
-                    atomicMemoryFence(ordering: .sequentiallyConsistent)
-                    if hasStealableWork() { notify() }
-                }
+                // park (`parkIdle`), not the rest: it wakes a worker for them, as in tokio's
+                // `transition_to_parked`.
+                stopSearching(worker)
             }
             if !worker.retired.isEmpty {
                 // Out of work: release some of what it put off, then look for work again.
@@ -523,6 +511,19 @@ final class ThreadPool {
             let parkerSpins = spun ? 0 : Parker.spinIterations
             spun = false
             if !parkIdle(worker, spinning: parkerSpins) { return }
+        }
+    }
+
+    /// Ends `worker`'s search, whether it found work or not. The last searcher to stop wakes a
+    /// worker if work is waiting: a queuer that saw a searcher woke nobody, counting on it. The
+    /// fence pairs with `notify`'s, as in `parkIdle`: either a queuer sees no searcher left and
+    /// wakes a worker itself, or this sees what it queued.
+    @inline(__always)
+    private func stopSearching(_ worker: Worker) {
+        worker.isSearching = false
+        if searchingCount.subtract(1, ordering: .relaxed).newValue == 0 {
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if hasStealableWork() { notify() }
         }
     }
 
