@@ -160,6 +160,20 @@ struct BlocksInItsOwnWork: AsyncStateMachine {
         try shutDownIfFree(thread)
     }
 
+    @Test func aMethodThatPumpsAnAsyncContextForItsOwnFutureThrows() throws {
+        let gate = Promise<Void>()
+        let method = BlocksInItsOwnWork.start(awaiting: gate.future) { own in try AsyncContext.run { own } }
+        _ = Future.run { try? gate.succeed() }
+        #expect(stackDeadlockText(of: method) == "pool-N: BlocksInItsOwnWork")
+        do {
+            _ = try method.wait(timeout: .seconds(20))
+        } catch let error as DeadlockError {
+            #expect(
+                "\(error)".hasPrefix(
+                    "AsyncContext.run would deadlock: BlocksInItsOwnWork, whose work is on the stack of"))
+        }
+    }
+
     @Test func aMethodWaitingForWorkThatDoesNotNeedItIsNoDeadlock() throws {
         let gate = Promise<Void>()
         let method = BlocksInItsOwnWork.start(awaiting: gate.future) { _ in

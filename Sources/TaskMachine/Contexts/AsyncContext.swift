@@ -96,8 +96,9 @@ public final class AsyncContext: SynchronizationContext {
     ///   ``DeadlockError`` instead of pumping for ever when `run` is called on the thread of another
     ///   context (a ``SingleThreadContext``'s), which stalls while `run` pumps, and the future, or a
     ///   fire-and-forget method started inside, can only complete after a continuation runs on
-    ///   that context; the work left then goes on without this context, and the errors of
-    ///   fire-and-forget methods started inside, and the body's, go to
+    ///   that context, or when they need work on this thread's stack, under `run` (a method's
+    ///   `moveNext` that runs its own future here); the work left then goes on without this
+    ///   context, and the errors of fire-and-forget methods started inside, and the body's, go to
     ///   ``ErrorReporting/unhandledErrorHandler``.
     public static func run<Value: Sendable>(_ body: () throws -> Future<Value>) throws -> Value {
         let context = AsyncContext()
@@ -147,16 +148,24 @@ public final class AsyncContext: SynchronizationContext {
                 loop!.setOwner(nil)
             }
             do { bodyResult = try body() } catch { bodyError = error }
+            // The work under this call on the thread's stack, which cannot go on while it pumps.
+            let onStack = thread.futuresOnStack
             // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
             // A `DeadlockError`, the one error the pump throws: it stopped with work left.
             do {
                 try thread.blocking {
                     try loop!.pump(
                         until: { outstanding.load(ordering: .acquiring) == 0 },
-                        // Stalling a context, it looks for a deadlock again now and then, as a
-                        // wait() on a context's thread does.
-                        parkingAtMost: enclosingContext == nil ? -1 : DeadlockDetector.recheckNanoseconds,
-                        beforeParking: { if let found = deadlockThroughEnclosingContexts() { throw found } })
+                        // Stalling a context, or work on the stack, it looks for a deadlock again
+                        // now and then, as a wait() does.
+                        parkingAtMost: enclosingContext == nil && onStack.isEmpty
+                            ? -1 : DeadlockDetector.recheckNanoseconds,
+                        beforeParking: {
+                            if let found = deadlockThroughEnclosingContexts() ?? deadlockOnTheStack(onStack, of: thread)
+                            {
+                                throw found
+                            }
+                        })
                 }
             } catch {
                 pumpError = error
@@ -199,6 +208,25 @@ extension AsyncContext {
                 return DeadlockError(
                     contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
                     blockedSends: found.blockedSends)
+            }
+        }
+        return nil
+    }
+}
+
+extension AsyncContext {
+    /// The deadlock that pumping on would be if the body's future, or a fire-and-forget method
+    /// started inside, needs work that is on this thread's stack under the pump (`onStack`), which
+    /// cannot go on until `run` returns: a method's `moveNext` that runs its own future under an
+    /// `AsyncContext`, say.
+    fileprivate func deadlockOnTheStack(_ onStack: [AnyFuture], of thread: ThreadState) -> DeadlockError? {
+        guard !onStack.isEmpty else { return nil }
+        let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
+        for future in [awaited].compactMap({ $0 }) + methods where !future.isCompleted {
+            if let found = DeadlockDetector.detect(waitingFor: future, on: thread, onStack: onStack) {
+                return DeadlockError(
+                    contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
+                    threadName: found.threadName)
             }
         }
         return nil
