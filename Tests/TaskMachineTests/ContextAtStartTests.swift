@@ -113,6 +113,22 @@ struct SetsContextFireAndForget: SetsContextThenAwaits {
         #expect(inner.posts.load(ordering: .relaxed) == 4)
     }
 
+    @Test func aContextSetInAResumptionStaysInTheResumption() throws {
+        let before = SynchronizationContext.current
+        defer { SynchronizationContext.current = before }
+        let outer = SynchronizationContext()
+        let inner = CountingContext()
+        let gate = Promise<Void>()
+        let method = BlocksInItsOwnWork.start(awaiting: gate.future) { _ in
+            SynchronizationContext.current = inner
+            return 1
+        }
+        SynchronizationContext.current = outer
+        try gate.succeed()  // resumes the method inline, here
+        #expect(try method.wait(timeout: .seconds(10)) == 1)
+        #expect(SynchronizationContext.current === outer)
+    }
+
     @Test func aContextSetByAMethodThatEndsWithoutSuspendingStaysInTheMethod() {
         let seen = currentAfterStart(outer: nil, inner: CountingContext(), gate: .completed)
         #expect(seen.count == 4)

@@ -24,10 +24,9 @@ open class SynchronizationContext {
     ///
     /// Set in a job on a pool worker or on a context's thread, it lasts until the job ends: the pool
     /// clears it after each job (and after a `Future.run` body that a wait or an await ran nested),
-    /// and a context's loop puts its own context back. Set by an async method before its first
-    /// suspension, it lasts until the method suspends or ends: the builder's `start` puts the
-    /// caller's context back. Set in a later resumption, it lasts until the job that resumed the
-    /// method ends, as in .NET.
+    /// and a context's loop puts its own context back. Set by an async method, it lasts until the
+    /// method suspends or ends: the builder's `start`, and each resumption, put back the context
+    /// they found, as .NET's do.
     public static var current: SynchronizationContext? {
         get { ThreadState.withCurrentIfPresent { $0?.synchronizationContext } }
         set { ThreadState.current.synchronizationContext = newValue }

@@ -42,7 +42,8 @@ final class ThreadState {
     static let boxesUnderCapacity = 64
 
     /// Records `box` as the box whose `moveNext` runs innermost on this thread, and the one it
-    /// interrupts, if any, among the boxes under it; returns that one, for ``leaveBox(restoring:)``.
+    /// interrupts, if any, among the boxes under it; returns that one, for
+    /// ``leaveBox(restoring:context:)``.
     @inline(__always)
     func enterBox(_ box: ObjectIdentifier) -> ObjectIdentifier? {
         let outer = runningBox
@@ -51,11 +52,35 @@ final class ThreadState {
         return outer
     }
 
-    /// Undoes ``enterBox(_:)``, whose result `outer` is.
+    /// The thread's context as a resumption finds it, retained when there is one (out of line:
+    /// most resumptions run with none), for ``leaveBox(restoring:context:)`` to put back.
     @inline(__always)
-    func leaveBox(restoring outer: ObjectIdentifier?) {
+    func contextAtResumption() -> Unmanaged<SynchronizationContext>? {
+        synchronizationContext == nil ? nil : retainedContext()
+    }
+
+    /// Undoes ``enterBox(_:)``, whose result `outer` is: the box it interrupted runs innermost
+    /// again. And `context`, from ``contextAtResumption()``, is current again if the resumption
+    /// changed it, as .NET puts the context back after each resumption.
+    @inline(__always)
+    func leaveBox(restoring outer: ObjectIdentifier?, context: Unmanaged<SynchronizationContext>?) {
         runningBox = outer
         if outer != nil { boxesUnderCount &-= 1 }
+        if context != nil || synchronizationContext != nil { putBack(context) }
+    }
+
+    /// The thread's context, with a retain of its own.
+    @inline(never)
+    private func retainedContext() -> Unmanaged<SynchronizationContext>? {
+        synchronizationContext.map { Unmanaged.passUnretained($0).retain() }
+    }
+
+    /// Makes `context` (retained, or `nil`) current again, if a resumption changed it, and drops
+    /// its retain.
+    @inline(never)
+    private func putBack(_ context: Unmanaged<SynchronizationContext>?) {
+        let found = context?.takeRetainedValue()
+        if synchronizationContext !== found { synchronizationContext = found }
     }
 
     /// Out of line: most resumptions interrupt none, and this inlined kept the resumption's
