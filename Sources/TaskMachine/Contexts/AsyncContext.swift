@@ -119,7 +119,7 @@ public final class AsyncContext: SynchronizationContext {
     ///   the others go to ``ErrorReporting/unhandledErrorHandler``. ``DeadlockError`` instead of
     ///   pumping for ever when `run` is called on the thread of another context, and a
     ///   fire-and-forget method started inside can only complete after a continuation runs on that
-    ///   context, as for ``run(_:)->_``.
+    ///   context, or needs work on this thread's stack, under `run`, as for ``run(_:)->_``.
     public static func run(_ body: () throws -> Void) throws {
         let context = AsyncContext()
         _ = try context.pump { try body() }
@@ -148,8 +148,11 @@ public final class AsyncContext: SynchronizationContext {
                 loop!.setOwner(nil)
             }
             do { bodyResult = try body() } catch { bodyError = error }
-            // The work under this call on the thread's stack, which cannot go on while it pumps.
+            // The work under this call on the thread's stack, which cannot go on while it pumps;
+            // looked at once at first, then at most once a recheck period: the pump comes to park
+            // each time its queue empties, which may be once a job.
             let onStack = thread.futuresOnStack
+            var lastStackLook = Int64.min
             // Pumping, the thread is lost to its pool, if it is a worker, as in a blocking wait.
             // A `DeadlockError`, the one error the pump throws: it stopped with work left.
             do {
@@ -161,10 +164,13 @@ public final class AsyncContext: SynchronizationContext {
                         parkingAtMost: enclosingContext == nil && onStack.isEmpty
                             ? -1 : DeadlockDetector.recheckNanoseconds,
                         beforeParking: {
-                            if let found = deadlockThroughEnclosingContexts() ?? deadlockOnTheStack(onStack, of: thread)
-                            {
-                                throw found
-                            }
+                            if let found = deadlockThroughEnclosingContexts() { throw found }
+                            let now = Clock.now
+                            guard !onStack.isEmpty,
+                                lastStackLook == .min || now - lastStackLook >= DeadlockDetector.recheckNanoseconds
+                            else { return }
+                            lastStackLook = now
+                            if let found = deadlockOnTheStack(onStack, of: thread) { throw found }
                         })
                 }
             } catch {
@@ -222,14 +228,13 @@ extension AsyncContext {
     fileprivate func deadlockOnTheStack(_ onStack: [AnyFuture], of thread: ThreadState) -> DeadlockError? {
         guard !onStack.isEmpty else { return nil }
         let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
-        for future in [awaited].compactMap({ $0 }) + methods where !future.isCompleted {
-            if let found = DeadlockDetector.detect(waitingFor: future, on: thread, onStack: onStack) {
-                return DeadlockError(
-                    contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
-                    threadName: found.threadName)
-            }
-        }
-        return nil
+        let pending = ([awaited].compactMap { $0 } + methods).filter { !$0.isCompleted }
+        guard !pending.isEmpty,
+            let found = DeadlockDetector.detect(waitingForAnyOf: pending, on: thread, onStack: onStack)
+        else { return nil }
+        return DeadlockError(
+            contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
+            threadName: found.threadName)
     }
 }
 

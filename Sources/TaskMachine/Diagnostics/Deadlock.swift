@@ -114,10 +114,11 @@ enum DeadlockDetector {
     /// Futures the walk may visit before it gives up (and lets the wait block).
     static let visitLimit = 10_000
 
-    /// How long a thread blocked on a context's behalf sleeps, when nothing wakes it, before it
-    /// looks for a deadlock again. A job queued on the context wakes it, but the future it blocks
-    /// on can come to need the context without one: a method it awaits goes on to await a method
-    /// whose continuation waits in the context's queue already.
+    /// How long a thread blocked on a context's behalf, or with work on its stack, sleeps, when
+    /// nothing wakes it, before it looks for a deadlock again. A job queued on the context wakes
+    /// it, but the future it blocks on can come to need the context without one: a method it
+    /// awaits goes on to await a method whose continuation waits in the context's queue already,
+    /// or the work on the stack.
     static let recheckNanoseconds: Int64 = 100_000_000
 
     /// The deadlock that blocking `thread` until `target` completes would cause, if any.
@@ -150,8 +151,17 @@ enum DeadlockDetector {
     /// Called again every `recheckNanoseconds` while the thread blocks: a method that was suspended
     /// on something else when the wait began can await the work on the stack later.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState, onStack: [AnyFuture]) -> DeadlockError? {
+        detect(waitingForAnyOf: [target], on: thread, onStack: onStack)
+    }
+
+    /// ``detect(waitingFor:on:onStack:)`` for a thread that waits for all of `targets` (an
+    /// ``AsyncContext``'s pump): one walk from each future on the stack, whatever their number.
+    static func detect(waitingForAnyOf targets: [AnyFuture], on thread: ThreadState, onStack: [AnyFuture])
+        -> DeadlockError?
+    {
+        let targets = Set(targets.map(ObjectIdentifier.init))
         for future in onStack {
-            guard let chain = path(from: future, upTo: target) else { continue }
+            guard let chain = path(from: future, upToAnyOf: targets) else { continue }
             return DeadlockError(
                 contextName: thread.ownedContext?.name ?? thread.name, chain: chain, threadName: thread.name)
         }
@@ -251,6 +261,11 @@ enum DeadlockDetector {
     /// `start`. A future whose work blocks a thread in `wait()` for the next link is named with
     /// that thread. Names are made for the path found only: a wait may walk thousands of futures.
     private static func path(from start: AnyFuture, upTo target: AnyFuture) -> [String]? {
+        path(from: start, upToAnyOf: [ObjectIdentifier(target)])
+    }
+
+    /// ``path(from:upTo:)`` to whichever of `targets` the walk reaches first.
+    private static func path(from start: AnyFuture, upToAnyOf targets: Set<ObjectIdentifier>) -> [String]? {
         // Each link: a future, and the thread whose wait() in its work holds it up, if that is how
         // it awaits the link before.
         typealias Link = (future: AnyFuture, blockedThread: String?)
@@ -260,7 +275,7 @@ enum DeadlockDetector {
         while head < queue.count && head < visitLimit {
             let (future, path) = queue[head]
             head += 1
-            if future === target {
+            if targets.contains(ObjectIdentifier(future)) {
                 return path.reversed().map { link in
                     link.future.diagnosticName + (link.blockedThread.map { " (in wait() on \($0))" } ?? "")
                 }
