@@ -83,9 +83,8 @@ final class ThreadState {
         if synchronizationContext !== found { synchronizationContext = found }
     }
 
-    /// Out of line: most resumptions interrupt none, and this inlined kept the resumption's
-    /// closure from being inlined into it.
-    @inline(never)
+    /// Records `box` among the boxes under the innermost, if there is room.
+    @inline(__always)
     private func pushBoxUnder(_ box: ObjectIdentifier) {
         if boxesUnderCount < Self.boxesUnderCapacity { boxesUnder[boxesUnderCount] = box }
         boxesUnderCount &+= 1
