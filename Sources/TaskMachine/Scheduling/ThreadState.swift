@@ -89,6 +89,7 @@ final class ThreadState {
         if boxesUnderCount < Self.boxesUnderCapacity { boxesUnder[boxesUnderCount] = box }
         boxesUnderCount &+= 1
     }
+
     /// The future whose body runs innermost on this thread, if any: a `Future.run` body, or a
     /// body queued by a context's `run`.
     @exclusivity(unchecked) var runningBody: Unmanaged<AnyFuture>?
