@@ -111,8 +111,8 @@ extension Future {
     private func call<Argument>(_ body: (Argument) throws -> Value, with argument: consuming Argument) throws
         -> Value
     {
-        unowned(unsafe) let thread = ThreadState.unretainedCurrent
-        return try thread.runningBody(of: self) { try body(argument) }
+        // Borrowed: an `unowned(unsafe)` local here cost a retain and a release of the state.
+        try ThreadState.withCurrent { thread in try thread.runningBody(of: self) { try body(argument) } }
     }
 
     /// Runs `body` on the thread pool and returns a future of its result — for CPU work that should

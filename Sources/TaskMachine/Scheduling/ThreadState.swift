@@ -107,10 +107,15 @@ final class ThreadState {
         runningBody = Unmanaged.passUnretained(future)
         defer {
             runningBody = outer
-            if outer != nil { interruptedBodies.removeLast() }
+            if outer != nil { resumeInterruptedBody() }
         }
         return try body()
     }
+
+    /// Forgets the innermost interrupted body, running again. Out of line, as the push is not:
+    /// most bodies interrupt none.
+    @inline(never)
+    private func resumeInterruptedBody() { interruptedBodies.removeLast() }
 
     /// The futures that cannot complete while this thread blocks: those whose work is on its stack
     /// (the state machines whose `moveNext` runs, innermost or interrupted by a resumption run
