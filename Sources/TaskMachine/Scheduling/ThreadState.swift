@@ -52,21 +52,28 @@ final class ThreadState {
         return outer
     }
 
-    /// The thread's context as a resumption finds it, retained when there is one (out of line:
-    /// most resumptions run with none), for ``leaveBox(restoring:context:)`` to put back.
+    /// The thread's context, retained when there is one (out of line: most methods run with none),
+    /// for ``putBackContext(_:)`` to make current again once a method's `start`, or a resumption,
+    /// has returned.
     @inline(__always)
-    func contextAtResumption() -> Unmanaged<SynchronizationContext>? {
+    func contextToPutBack() -> Unmanaged<SynchronizationContext>? {
         synchronizationContext == nil ? nil : retainedContext()
     }
 
+    /// Makes `context`, from ``contextToPutBack()``, current again if the method changed it, as
+    /// .NET puts the context back after `Start` and after each resumption, and drops its retain.
+    @inline(__always)
+    func putBackContext(_ context: Unmanaged<SynchronizationContext>?) {
+        if context != nil || synchronizationContext != nil { putBack(context) }
+    }
+
     /// Undoes ``enterBox(_:)``, whose result `outer` is: the box it interrupted runs innermost
-    /// again. And `context`, from ``contextAtResumption()``, is current again if the resumption
-    /// changed it, as .NET puts the context back after each resumption.
+    /// again. And `context`, from ``contextToPutBack()``, is current again.
     @inline(__always)
     func leaveBox(restoring outer: ObjectIdentifier?, context: Unmanaged<SynchronizationContext>?) {
         runningBox = outer
         if outer != nil { boxesUnderCount &-= 1 }
-        if context != nil || synchronizationContext != nil { putBack(context) }
+        putBackContext(context)
     }
 
     /// The thread's context, with a retain of its own.
@@ -75,8 +82,7 @@ final class ThreadState {
         synchronizationContext.map { Unmanaged.passUnretained($0).retain() }
     }
 
-    /// Makes `context` (retained, or `nil`) current again, if a resumption changed it, and drops
-    /// its retain.
+    /// ``putBackContext(_:)``'s work, where there is any.
     @inline(never)
     private func putBack(_ context: Unmanaged<SynchronizationContext>?) {
         let found = context?.takeRetainedValue()

@@ -191,7 +191,7 @@ final class StateMachineBox<Machine: AsyncStateMachine, Storage, Value: Sendable
         // Two reads of the thread's state rather than one closure around `moveNext`, which the
         // optimizer would not inline.
         let outer = ThreadState.withCurrent { $0.enterBox(ObjectIdentifier(self)) }
-        let context = ThreadState.withCurrent { $0.contextAtResumption() }
+        let context = ThreadState.withCurrent { $0.contextToPutBack() }
         machine.pointee.moveNext()
         ThreadState.withCurrent { $0.leaveBox(restoring: outer, context: context) }
         // Completed, and by this resumption (no later one started, in this use or a later use of

@@ -8,8 +8,8 @@ import CTaskMachine
 /// its own. .NET's `AsyncMethodBuilder.Start` restores the thread's context the same way.
 ///
 /// The context is held by a retain of its own, taken only when there is one and dropped by
-/// ``restore()``, which `start` calls exactly once: most methods start with no context, and a
-/// retain and release of `nil` through the runtime cost them two calls for nothing.
+/// ``restore()``, which `start` calls exactly once (`ThreadState.contextToPutBack()` and
+/// `putBackContext(_:)`, as a resumption uses them).
 @usableFromInline
 struct ContextAtStart {
     /// The caller's context, retained.
@@ -23,10 +23,7 @@ struct ContextAtStart {
             context = nil
             return
         }
-        context = Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { state in
-            guard let context = state.synchronizationContext else { return nil }
-            return Unmanaged.passUnretained(context).retain()
-        }
+        context = Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { $0.contextToPutBack() }
     }
 
     /// Puts the caller's context back if the method left another one current, and drops the
@@ -35,13 +32,6 @@ struct ContextAtStart {
     func restore() {
         // No state: the method set no context either (setting one makes the state).
         guard let raw = tm_thread_state_get() else { return }
-        Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { state in
-            guard let context else {
-                if state.synchronizationContext != nil { state.synchronizationContext = nil }
-                return
-            }
-            let caller = context.takeRetainedValue()
-            if state.synchronizationContext !== caller { state.synchronizationContext = caller }
-        }
+        Unmanaged<ThreadState>.fromOpaque(raw)._withUnsafeGuaranteedRef { $0.putBackContext(context) }
     }
 }
