@@ -208,8 +208,7 @@ extension AsyncContext {
     /// runs on a context this one's `run` stalls.
     fileprivate func deadlockThroughEnclosingContexts() -> DeadlockError? {
         guard let enclosingContext else { return nil }
-        let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
-        for future in [awaited].compactMap({ $0 }) + methods where !future.isCompleted {
+        for future in pendingFutures {
             if let found = DeadlockDetector.detect(waitingFor: future, from: enclosingContext) {
                 return DeadlockError(
                     contextName: found.contextName, chain: found.chain, blockingCall: "AsyncContext.run",
@@ -221,14 +220,20 @@ extension AsyncContext {
 }
 
 extension AsyncContext {
+    /// What the pump waits for and is not complete yet: the body's future and the fire-and-forget
+    /// methods started inside and suspended.
+    fileprivate var pendingFutures: [AnyFuture] {
+        let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
+        return ([awaited].compactMap { $0 } + methods).filter { !$0.isCompleted }
+    }
+
     /// The deadlock that pumping on would be if the body's future, or a fire-and-forget method
     /// started inside, needs work that is on this thread's stack under the pump (`onStack`), which
     /// cannot go on until `run` returns: a method's `moveNext` that runs its own future under an
     /// `AsyncContext`, say.
     fileprivate func deadlockOnTheStack(_ onStack: [AnyFuture], of thread: ThreadState) -> DeadlockError? {
         guard !onStack.isEmpty else { return nil }
-        let methods = suspendedMethods.withLock { $0.map { Array($0.values) } ?? [] }
-        let pending = ([awaited].compactMap { $0 } + methods).filter { !$0.isCompleted }
+        let pending = pendingFutures
         guard !pending.isEmpty,
             let found = DeadlockDetector.detect(waitingForAnyOf: pending, on: thread, onStack: onStack)
         else { return nil }

@@ -159,6 +159,7 @@ enum DeadlockDetector {
     static func detect(waitingForAnyOf targets: [AnyFuture], on thread: ThreadState, onStack: [AnyFuture])
         -> DeadlockError?
     {
+        guard !onStack.isEmpty else { return nil }
         let targets = Set(targets.map(ObjectIdentifier.init))
         for future in onStack {
             guard let chain = path(from: future, upToAnyOf: targets) else { continue }

@@ -64,12 +64,14 @@ extension AnyFuture {
             heldUp.isEmpty
             ? thread.blockingWaiter : BlockingWaiter(parker: thread.parker, threadName: thread.name, holdingUp: heldUp)
         onCompletion(.item(waiter))
-        // Registered first: another thread blocking over the same cycle at once then sees this one.
-        if !onStack.isEmpty, !isCompleted,
-            let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack)
-        {
+        /// Takes the wait's continuation back, for a wait that ends without the future.
+        func withdraw() {
             waiter.abandon()
             removeContinuation(waiter)
+        }
+        // Registered first: another thread blocking over the same cycle at once then sees this one.
+        if !isCompleted, let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack) {
+            withdraw()
             throw deadlock
         }
         let (sum, overflow) = Clock.now.addingReportingOverflow(max(0, timeoutNanoseconds))
@@ -83,8 +85,7 @@ extension AnyFuture {
             while !isCompleted {
                 let remaining = deadline == .max ? -1 : deadline - Clock.now
                 if remaining < 0 && deadline != .max {
-                    waiter.abandon()
-                    removeContinuation(waiter)
+                    withdraw()
                     return false
                 }
                 var nap = remaining
@@ -93,11 +94,9 @@ extension AnyFuture {
                 // A job posted to this thread's context wakes it too: look again for a deadlock.
                 if !isCompleted,
                     let deadlock = DeadlockDetector.detect(waitingFor: self, on: thread)
-                        ?? (onStack.isEmpty
-                            ? nil : DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack))
+                        ?? DeadlockDetector.detect(waitingFor: self, on: thread, onStack: onStack)
                 {
-                    waiter.abandon()
-                    removeContinuation(waiter)
+                    withdraw()
                     throw deadlock
                 }
             }
