@@ -33,8 +33,9 @@ import Synchronization
 /// thread looks four times every `starvationPeriodNanoseconds`: it takes the LIFO job of a worker
 /// that has started no job for a period (stuck in a long job, or polling for that very job) and
 /// queues it where any worker can run it, and it adds a worker when queued work has stood still
-/// for a period, no worker starting a job meanwhile. Extra workers retire after
-/// `extraWorkerIdleNanoseconds` idle.
+/// for a period, no worker starting a job meanwhile. While every worker is idle, with no work
+/// queued, the monitor sleeps until a worker leaves the idle list: an idle pool wakes no thread.
+/// Extra workers retire after `extraWorkerIdleNanoseconds` idle.
 ///
 /// A pool lives as long as the process: its workers and its monitor never exit, but for extra
 /// workers that retire. The shared pool is the only one made outside tests.
@@ -148,6 +149,18 @@ final class ThreadPool {
         var idle: [Worker] = []
         var blocked = 0
         var nextIndex = 1
+        /// The monitor sleeps with no time limit: it found every worker idle and no work queued.
+        /// Whoever takes a worker off `idle` next clears it and wakes the monitor
+        /// (`leftIdleList()`).
+        var monitorAsleep = false
+
+        /// Called, under the lock, by whoever has just taken a worker off `idle`: says whether the
+        /// monitor sleeps and must be woken now that a worker may be busy.
+        mutating func leftIdleList() -> Bool {
+            guard monitorAsleep else { return false }
+            monitorAsleep = false
+            return true
+        }
     }
 
     let targetWorkerCount: Int
@@ -392,16 +405,19 @@ final class ThreadPool {
         // The parker is read under the lock, while the worker is still on the idle list: a worker
         // leaves the list under this lock before it retires and clears its `state`, and one taken
         // off the list here does not retire before it is on the list again.
-        let woken = control.withLock { control -> Parker? in
-            guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else { return nil }
+        let (woken, wakeMonitor) = control.withLock { control -> (Parker?, Bool) in
+            guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else {
+                return (nil, false)
+            }
             idleCount.subtract(1, ordering: .relaxed)
             searchingCount.add(1, ordering: .relaxed)
             worker.notified.store(true, ordering: .relaxed)
-            return worker.state.parker
+            return (worker.state.parker, control.leftIdleList())
         }
         guard let woken else { return }
         activity.wakeUps.add(1, ordering: .relaxed)
         woken.unpark()
+        if wakeMonitor { monitorParker.unpark() }
     }
 
     /// Whether any queue the workers share holds work.
@@ -650,18 +666,19 @@ final class ThreadPool {
             worker.isSearching = true
             return true
         }
-        let retire = control.withLock { control -> Bool in
-            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
+        let (retire, wakeMonitor) = control.withLock { control -> (Bool, Bool) in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return (false, false) }
             control.idle.remove(at: position)
             idleCount.subtract(1, ordering: .relaxed)
             // Retire an extra worker that timed out, while enough unblocked workers remain.
             guard !woken, worker.isExtra, control.workers.count - control.blocked > targetWorkerCount else {
-                return false
+                return (false, control.leftIdleList())
             }
             control.workers.removeAll { $0 === worker }
             workersVersion.add(1, ordering: .releasing)
-            return true
+            return (true, false)
         }
+        if wakeMonitor { monitorParker.unpark() }
         if retire {
             // Nothing of this worker's may be stranded: its queue goes to the global queue.
             var leftover: [Job] = []
@@ -679,12 +696,13 @@ final class ThreadPool {
 
     /// Takes `worker` off the idle list, or, if a waker took it already, makes it a searcher.
     private func leaveIdleList(_ worker: Worker) {
-        let wasIdle = control.withLock { control -> Bool in
-            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
+        let (wasIdle, wakeMonitor) = control.withLock { control -> (Bool, Bool) in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return (false, false) }
             control.idle.remove(at: position)
             idleCount.subtract(1, ordering: .relaxed)
-            return true
+            return (true, control.leftIdleList())
         }
+        if wakeMonitor { monitorParker.unpark() }
         if !wasIdle, worker.notified.exchange(false, ordering: .acquiring) { worker.isSearching = true }
     }
 
@@ -732,16 +750,33 @@ final class ThreadPool {
     /// Work counts as standing still from the first look that sees it queued with no job started
     /// since the look before (it was queued in between): work queued just before a look, in a pool
     /// that had started nothing for a while, has not stood still yet.
+    ///
+    /// A look that finds every worker idle and no work queued puts the monitor to sleep with no
+    /// time limit, so that an idle pool wakes nobody: the next worker to leave the idle list
+    /// wakes it (`Control.leftIdleList()`), and it looks at once.
     private func runMonitor() {
         let period = Self.starvationPeriodNanoseconds
         // The first look of those since that saw work queued and no worker starting a job: the work
         // was queued between the look before it and it. `nil` while work moves or none waits.
         var stillSince: Int64?
+        var asleep = false
         while true {
-            monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
+            // No spin: nothing hands the monitor work, and a wake-up after a sleep is not urgent.
+            monitorParker.park(
+                timeoutNanoseconds: asleep ? -1 : period / Self.monitorLooksPerPeriod, yielding: false, spinning: 0)
             hooks.onMonitorLook?()
             let now = Clock.now
             let workers = control.withLock { $0.workers }
+            if asleep {
+                // What the workers did while the monitor slept says nothing of the period before
+                // this look: each starts afresh, as a worker just made does.
+                asleep = false
+                stillSince = nil
+                for worker in workers {
+                    worker.startedAtLastLook = worker.started.load(ordering: .relaxed)
+                    worker.startedChangedAt = now
+                }
+            }
             // Before the LIFO jobs below are queued: those have not stood still on a queue, and an
             // idle worker that their queuing wakes runs them.
             let queued = hasStealableWork()
@@ -759,6 +794,15 @@ final class ThreadPool {
             }
             guard queued && !moved else {
                 stillSince = nil
+                // Under the lock that a worker leaving the idle list takes: either it finds the
+                // monitor asleep and wakes it, or the monitor finds it busy and stays awake.
+                asleep =
+                    !queued
+                    && control.withLock { control in
+                        guard control.idle.count == control.workers.count else { return false }
+                        control.monitorAsleep = true
+                        return true
+                    }
                 continue
             }
             guard let since = stillSince else {
