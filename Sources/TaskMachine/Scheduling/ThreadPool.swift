@@ -766,7 +766,12 @@ final class ThreadPool {
                 timeoutNanoseconds: asleep ? -1 : period / Self.monitorLooksPerPeriod, yielding: false, spinning: 0)
             hooks.onMonitorLook?()
             let now = Clock.now
-            let workers = control.withLock { $0.workers }
+            let workers = control.withLock { control in
+                // Cleared already, unless the park returned spuriously: then a worker leaving the
+                // idle list later would wake a monitor that is awake.
+                if asleep { control.monitorAsleep = false }
+                return control.workers
+            }
             if asleep {
                 // What the workers did while the monitor slept says nothing of the period before
                 // this look: each starts afresh, as a worker just made does.
