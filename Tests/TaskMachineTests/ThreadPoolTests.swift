@@ -596,6 +596,28 @@ final class Seen: @unchecked Sendable {
         #expect(looks.count > seen, "work did not wake the monitor")
     }
 
+    @Test func aSteadyStreamOfJobsDoesNotWakeTheMonitorForEachJob() throws {
+        // A ping-pong with the pool: the worker goes idle between one job and the next. The monitor
+        // stays awake, looking at its own pace, rather than sleeping at each look that finds the
+        // pool idle and being woken by the next job.
+        let looks = Counter()
+        let pool = ThreadPool(workerCount: 1, hooks: .init(onMonitorLook: { looks.increment() }))
+        let lookTime = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds / ThreadPool.monitorLooksPerPeriod)
+        let start = ContinuousClock.now
+        var jobs = 0
+        while ContinuousClock.now - start < lookTime * 6 {
+            let ran = Promise<Void>()
+            pool.enqueue(job { ran.trySucceed() })
+            try ran.future.wait(timeout: .seconds(10))
+            jobs += 1
+            usleepish()  // idle between jobs
+        }
+        let elapsed = ContinuousClock.now - start
+        let paced = Int(elapsed / lookTime) + 3
+        #expect(jobs > paced * 4, "too few jobs (\(jobs)) to tell")
+        #expect(looks.count <= paced, "\(looks.count) looks over \(jobs) jobs in \(elapsed)")
+    }
+
     @Test(arguments: [1, 2])
     func aJobLeftInTheLIFOSlotOfAStuckWorkerRunsElsewhere(workers: Int) throws {
         // A job polls, without wait(), for the continuation it just queued, which sits in its own

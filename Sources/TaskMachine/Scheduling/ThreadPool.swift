@@ -751,9 +751,12 @@ final class ThreadPool {
     /// since the look before (it was queued in between): work queued just before a look, in a pool
     /// that had started nothing for a while, has not stood still yet.
     ///
-    /// A look that finds every worker idle and no work queued puts the monitor to sleep with no
-    /// time limit, so that an idle pool wakes nobody: the next worker to leave the idle list
-    /// wakes it (`Control.leftIdleList()`), and it looks at once.
+    /// A look that finds every worker idle, no work queued and no job started since the look
+    /// before puts the monitor to sleep with no time limit, so that an idle pool wakes nobody: the
+    /// next worker to leave the idle list wakes it (`Control.leftIdleList()`), and it looks at once.
+    /// It sleeps again no sooner than a look later, after a look's time with no job started: a
+    /// pool that goes idle between the jobs of a steady stream (a ping-pong with another thread)
+    /// keeps it awake, rather than waking it for every job.
     private func runMonitor() {
         let period = Self.starvationPeriodNanoseconds
         // The first look of those since that saw work queued and no worker starting a job: the work
@@ -766,13 +769,14 @@ final class ThreadPool {
                 timeoutNanoseconds: asleep ? -1 : period / Self.monitorLooksPerPeriod, yielding: false, spinning: 0)
             hooks.onMonitorLook?()
             let now = Clock.now
+            let wokeUp = asleep
             let workers = control.withLock { control in
                 // Cleared already, unless the park returned spuriously: then a worker leaving the
                 // idle list later would wake a monitor that is awake.
-                if asleep { control.monitorAsleep = false }
+                if wokeUp { control.monitorAsleep = false }
                 return control.workers
             }
-            if asleep {
+            if wokeUp {
                 // What the workers did while the monitor slept says nothing of the period before
                 // this look: each starts afresh, as a worker just made does.
                 asleep = false
@@ -802,7 +806,7 @@ final class ThreadPool {
                 // Under the lock that a worker leaving the idle list takes: either it finds the
                 // monitor asleep and wakes it, or the monitor finds it busy and stays awake.
                 asleep =
-                    !queued
+                    !wokeUp && !queued && !moved
                     && control.withLock { control in
                         guard control.idle.count == control.workers.count else { return false }
                         control.monitorAsleep = true
