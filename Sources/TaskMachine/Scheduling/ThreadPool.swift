@@ -33,8 +33,9 @@ import Synchronization
 /// thread looks four times every `starvationPeriodNanoseconds`: it takes the LIFO job of a worker
 /// that has started no job for a period (stuck in a long job, or polling for that very job) and
 /// queues it where any worker can run it, and it adds a worker when queued work has stood still
-/// for a period, no worker starting a job meanwhile. While every worker is idle, with no work
-/// queued, the monitor sleeps until a worker leaves the idle list: an idle pool wakes no thread.
+/// for a period, no worker starting a job meanwhile. Once every worker is idle, with no work
+/// queued and no job started since its last look, the monitor sleeps until a worker leaves the
+/// idle list: an idle pool wakes no thread.
 /// Extra workers retire after `extraWorkerIdleNanoseconds` idle.
 ///
 /// A pool lives as long as the process: its workers and its monitor never exit, but for extra
