@@ -588,6 +588,7 @@ final class Seen: @unchecked Sendable {
             }
         }
         #expect(seen >= 1, "the monitor never looked")
+        #expect(pool.activitySnapshot.monitorLooks == UInt64(seen), "the statistics count the looks")
         // Work wakes a worker, which wakes the monitor: it looks again at once.
         let second = Promise<Void>()
         pool.enqueue(job { second.trySucceed() })

@@ -768,6 +768,7 @@ final class ThreadPool {
             // No spin: nothing hands the monitor work, and a wake-up after a sleep is not urgent.
             monitorParker.park(
                 timeoutNanoseconds: asleep ? -1 : period / Self.monitorLooksPerPeriod, yielding: false, spinning: 0)
+            activity.monitorLooks.add(1, ordering: .relaxed)
             hooks.onMonitorLook?()
             let now = Clock.now
             let wokeUp = asleep
@@ -842,6 +843,8 @@ final class ThreadPool {
         let starvationWorkersAdded = Atomic<UInt64>(0)
         /// LIFO jobs the monitor took from stuck workers.
         let lifoJobsRescued = Atomic<UInt64>(0)
+        /// Looks the monitor made.
+        let monitorLooks = Atomic<UInt64>(0)
     }
 
     /// A snapshot of the pool's threads.
@@ -864,7 +867,8 @@ final class ThreadPool {
             retirements: activity.retirements.load(ordering: .relaxed),
             extraWorkersStarted: activity.extraWorkersStarted.load(ordering: .relaxed),
             starvationWorkersAdded: activity.starvationWorkersAdded.load(ordering: .relaxed),
-            lifoJobsRescued: activity.lifoJobsRescued.load(ordering: .relaxed))
+            lifoJobsRescued: activity.lifoJobsRescued.load(ordering: .relaxed),
+            monitorLooks: activity.monitorLooks.load(ordering: .relaxed))
     }
 
     /// Whether the monitor thread runs (it starts with the workers).
