@@ -565,62 +565,6 @@ final class Seen: @unchecked Sendable {
         #expect(waited >= .nanoseconds(ThreadPool.starvationPeriodNanoseconds))
     }
 
-    @Test func anIdlePoolsMonitorSleepsUntilAWorkerLeavesTheIdleList() throws {
-        // With every worker idle and nothing queued, the monitor stops looking: an idle pool
-        // wakes no thread. Work queued then wakes a worker, and that worker the monitor.
-        let looks = Counter()
-        let pool = ThreadPool(workerCount: 2, hooks: .init(onMonitorLook: { looks.increment() }))
-        let first = Promise<Void>()
-        pool.enqueue(job { first.trySucceed() })
-        try first.future.wait(timeout: .seconds(10))
-        // Idle from here on: within a look or two, the monitor finds it so. Wait until no look has
-        // come for three looks' time.
-        let lookTime = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds / ThreadPool.monitorLooksPerPeriod)
-        let deadline = ContinuousClock.now + .seconds(10)
-        var seen = looks.count
-        var quietSince = ContinuousClock.now
-        while ContinuousClock.now - quietSince < lookTime * 3 {
-            try #require(ContinuousClock.now < deadline, "the monitor of an idle pool went on looking")
-            usleepish()
-            if looks.count != seen {
-                seen = looks.count
-                quietSince = ContinuousClock.now
-            }
-        }
-        #expect(seen >= 1, "the monitor never looked")
-        #expect(pool.activitySnapshot.monitorLooks == UInt64(seen), "the statistics count the looks")
-        // Work wakes a worker, which wakes the monitor: it looks again at once.
-        let second = Promise<Void>()
-        pool.enqueue(job { second.trySucceed() })
-        try second.future.wait(timeout: .seconds(10))
-        while looks.count == seen && ContinuousClock.now < deadline + .seconds(10) { usleepish() }
-        #expect(looks.count > seen, "work did not wake the monitor")
-    }
-
-    @Test func aSteadyStreamOfJobsDoesNotWakeTheMonitorForEachJob() throws {
-        // A ping-pong with the pool: the worker goes idle between one job and the next. The monitor
-        // stays awake, looking at its own pace, rather than sleeping at each look that finds the
-        // pool idle and being woken by the next job.
-        let looks = Counter()
-        let pool = ThreadPool(workerCount: 1, hooks: .init(onMonitorLook: { looks.increment() }))
-        let lookTime = Duration.nanoseconds(ThreadPool.starvationPeriodNanoseconds / ThreadPool.monitorLooksPerPeriod)
-        let start = ContinuousClock.now
-        var jobs = 0
-        while ContinuousClock.now - start < lookTime * 6 {
-            let ran = Promise<Void>()
-            pool.enqueue(job { ran.trySucceed() })
-            try ran.future.wait(timeout: .seconds(10))
-            jobs += 1
-            usleepish()  // idle between jobs
-        }
-        let elapsed = ContinuousClock.now - start
-        // A look a look's time, and a few more for wake-ups after the test thread was held up for
-        // longer than that (on a loaded machine); waking for each job made three a look's time.
-        let paced = Int(elapsed / lookTime * 1.5) + 3
-        #expect(jobs > paced * 4, "too few jobs (\(jobs)) to tell")
-        #expect(looks.count <= paced, "\(looks.count) looks over \(jobs) jobs in \(elapsed)")
-    }
-
     @Test(arguments: [1, 2])
     func aJobLeftInTheLIFOSlotOfAStuckWorkerRunsElsewhere(workers: Int) throws {
         // A job polls, without wait(), for the continuation it just queued, which sits in its own

@@ -44,10 +44,6 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
         /// Jobs the monitor took from the LIFO slot of a worker stuck in a long job (a slot no other
         /// worker takes from), and queued where any worker can run them.
         public var lifoJobsRescued: UInt64
-        /// Looks the pool's monitor made for stuck and starved work: eight a second while the pool
-        /// works, none while it sleeps, from a look that finds every worker idle with nothing
-        /// started since the look before until a worker has work again.
-        public var monitorLooks: UInt64
     }
 
     /// The runtime now.

@@ -33,10 +33,8 @@ import Synchronization
 /// thread looks four times every `starvationPeriodNanoseconds`: it takes the LIFO job of a worker
 /// that has started no job for a period (stuck in a long job, or polling for that very job) and
 /// queues it where any worker can run it, and it adds a worker when queued work has stood still
-/// for a period, no worker starting a job meanwhile. Once every worker is idle, with no work
-/// queued and no job started since its last look, the monitor sleeps until a worker leaves the
-/// idle list: an idle pool wakes no thread.
-/// Extra workers retire after `extraWorkerIdleNanoseconds` idle.
+/// for a period, no worker starting a job meanwhile. Extra workers retire after
+/// `extraWorkerIdleNanoseconds` idle.
 ///
 /// A pool lives as long as the process: its workers and its monitor never exit, but for extra
 /// workers that retire. The shared pool is the only one made outside tests.
@@ -150,18 +148,6 @@ final class ThreadPool {
         var idle: [Worker] = []
         var blocked = 0
         var nextIndex = 1
-        /// The monitor sleeps with no time limit: it found every worker idle and no work queued.
-        /// Whoever takes a worker off `idle` next clears it and wakes the monitor
-        /// (`leftIdleList()`).
-        var monitorAsleep = false
-
-        /// Called, under the lock, by whoever has just taken a worker off `idle`: says whether the
-        /// monitor sleeps and must be woken now that a worker may be busy.
-        mutating func leftIdleList() -> Bool {
-            guard monitorAsleep else { return false }
-            monitorAsleep = false
-            return true
-        }
     }
 
     let targetWorkerCount: Int
@@ -406,19 +392,16 @@ final class ThreadPool {
         // The parker is read under the lock, while the worker is still on the idle list: a worker
         // leaves the list under this lock before it retires and clears its `state`, and one taken
         // off the list here does not retire before it is on the list again.
-        let (woken, wakeMonitor) = control.withLock { control -> (Parker?, Bool) in
-            guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else {
-                return (nil, false)
-            }
+        let woken = control.withLock { control -> Parker? in
+            guard searchingCount.load(ordering: .relaxed) == 0, let worker = control.idle.popLast() else { return nil }
             idleCount.subtract(1, ordering: .relaxed)
             searchingCount.add(1, ordering: .relaxed)
             worker.notified.store(true, ordering: .relaxed)
-            return (worker.state.parker, control.leftIdleList())
+            return worker.state.parker
         }
         guard let woken else { return }
         activity.wakeUps.add(1, ordering: .relaxed)
         woken.unpark()
-        if wakeMonitor { monitorParker.unpark() }
     }
 
     /// Whether any queue the workers share holds work.
@@ -667,19 +650,18 @@ final class ThreadPool {
             worker.isSearching = true
             return true
         }
-        let (retire, wakeMonitor) = control.withLock { control -> (Bool, Bool) in
-            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return (false, false) }
+        let retire = control.withLock { control -> Bool in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
             control.idle.remove(at: position)
             idleCount.subtract(1, ordering: .relaxed)
             // Retire an extra worker that timed out, while enough unblocked workers remain.
             guard !woken, worker.isExtra, control.workers.count - control.blocked > targetWorkerCount else {
-                return (false, control.leftIdleList())
+                return false
             }
             control.workers.removeAll { $0 === worker }
             workersVersion.add(1, ordering: .releasing)
-            return (true, false)
+            return true
         }
-        if wakeMonitor { monitorParker.unpark() }
         if retire {
             // Nothing of this worker's may be stranded: its queue goes to the global queue.
             var leftover: [Job] = []
@@ -697,13 +679,12 @@ final class ThreadPool {
 
     /// Takes `worker` off the idle list, or, if a waker took it already, makes it a searcher.
     private func leaveIdleList(_ worker: Worker) {
-        let (wasIdle, wakeMonitor) = control.withLock { control -> (Bool, Bool) in
-            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return (false, false) }
+        let wasIdle = control.withLock { control -> Bool in
+            guard let position = control.idle.firstIndex(where: { $0 === worker }) else { return false }
             control.idle.remove(at: position)
             idleCount.subtract(1, ordering: .relaxed)
-            return (true, control.leftIdleList())
+            return true
         }
-        if wakeMonitor { monitorParker.unpark() }
         if !wasIdle, worker.notified.exchange(false, ordering: .acquiring) { worker.isSearching = true }
     }
 
@@ -751,43 +732,16 @@ final class ThreadPool {
     /// Work counts as standing still from the first look that sees it queued with no job started
     /// since the look before (it was queued in between): work queued just before a look, in a pool
     /// that had started nothing for a while, has not stood still yet.
-    ///
-    /// A look that finds every worker idle, no work queued and no job started since the look
-    /// before puts the monitor to sleep with no time limit, so that an idle pool wakes nobody: the
-    /// next worker to leave the idle list wakes it (`Control.leftIdleList()`), and it looks at once.
-    /// It sleeps again no sooner than a look later, after a look's time with no job started: a
-    /// pool that goes idle between the jobs of a steady stream (a ping-pong with another thread)
-    /// keeps it awake, rather than waking it for every job.
     private func runMonitor() {
         let period = Self.starvationPeriodNanoseconds
         // The first look of those since that saw work queued and no worker starting a job: the work
         // was queued between the look before it and it. `nil` while work moves or none waits.
         var stillSince: Int64?
-        var asleep = false
         while true {
-            // No spin: nothing hands the monitor work, and a wake-up after a sleep is not urgent.
-            monitorParker.park(
-                timeoutNanoseconds: asleep ? -1 : period / Self.monitorLooksPerPeriod, yielding: false, spinning: 0)
-            activity.monitorLooks.add(1, ordering: .relaxed)
+            monitorParker.park(timeoutNanoseconds: period / Self.monitorLooksPerPeriod)
             hooks.onMonitorLook?()
             let now = Clock.now
-            let wokeUp = asleep
-            let workers = control.withLock { control in
-                // Cleared already, unless the park returned spuriously: then a worker leaving the
-                // idle list later would wake a monitor that is awake.
-                if wokeUp { control.monitorAsleep = false }
-                return control.workers
-            }
-            if wokeUp {
-                // What the workers did while the monitor slept says nothing of the period before
-                // this look: each starts afresh, as a worker just made does.
-                asleep = false
-                stillSince = nil
-                for worker in workers {
-                    worker.startedAtLastLook = worker.started.load(ordering: .relaxed)
-                    worker.startedChangedAt = now
-                }
-            }
+            let workers = control.withLock { $0.workers }
             // Before the LIFO jobs below are queued: those have not stood still on a queue, and an
             // idle worker that their queuing wakes runs them.
             let queued = hasStealableWork()
@@ -805,15 +759,6 @@ final class ThreadPool {
             }
             guard queued && !moved else {
                 stillSince = nil
-                // Under the lock that a worker leaving the idle list takes: either it finds the
-                // monitor asleep and wakes it, or the monitor finds it busy and stays awake.
-                asleep =
-                    !wokeUp && !queued && !moved
-                    && control.withLock { control in
-                        guard control.idle.count == control.workers.count else { return false }
-                        control.monitorAsleep = true
-                        return true
-                    }
                 continue
             }
             guard let since = stillSince else {
@@ -843,8 +788,6 @@ final class ThreadPool {
         let starvationWorkersAdded = Atomic<UInt64>(0)
         /// LIFO jobs the monitor took from stuck workers.
         let lifoJobsRescued = Atomic<UInt64>(0)
-        /// Looks the monitor made.
-        let monitorLooks = Atomic<UInt64>(0)
     }
 
     /// A snapshot of the pool's threads.
@@ -867,8 +810,7 @@ final class ThreadPool {
             retirements: activity.retirements.load(ordering: .relaxed),
             extraWorkersStarted: activity.extraWorkersStarted.load(ordering: .relaxed),
             starvationWorkersAdded: activity.starvationWorkersAdded.load(ordering: .relaxed),
-            lifoJobsRescued: activity.lifoJobsRescued.load(ordering: .relaxed),
-            monitorLooks: activity.monitorLooks.load(ordering: .relaxed))
+            lifoJobsRescued: activity.lifoJobsRescued.load(ordering: .relaxed))
     }
 
     /// Whether the monitor thread runs (it starts with the workers).
