@@ -551,6 +551,32 @@ struct AwaitInTurn: AsyncStateMachine {
         try gate.succeed()
         for blocker in blockers { try blocker.wait(timeout: .seconds(10)) }
     }
+
+    @Test func aWorkerBlockedInWaitIsCompensatedAtOnceNotByTheMonitor() throws {
+        // On a pool of its own, so that its counts are this test's: two workers and four jobs that
+        // block in wait(). All four blocked at once takes two threads beyond the workers, which
+        // each wait must start as it blocks: the monitor, which would add them only after work
+        // stood still for half a second, adds none. A job queued then still runs.
+        let pool = ThreadPool(workerCount: 2)
+        let gate = Promise<Void>()
+        let released = Counter()
+        for _ in 0..<4 {
+            pool.enqueue(
+                job {
+                    _ = try? gate.future.wait(timeout: .seconds(20))
+                    released.increment()
+                })
+        }
+        try #require(eventually { pool.counts.blocked == 4 }, "\(pool.counts.blocked) of 4 jobs blocked")
+        let probe = Promise<Void>()
+        pool.enqueue(job { probe.trySucceed() })
+        try probe.future.wait(timeout: .seconds(10))
+        let activity = pool.activitySnapshot
+        #expect(activity.starvationWorkersAdded == 0, "the monitor had to add a worker")
+        #expect(activity.extraWorkersStarted >= 2, "\(activity.extraWorkersStarted) extra workers for 4 blocked jobs")
+        try gate.succeed()
+        #expect(eventually { released.count == 4 })
+    }
 }
 
 extension Future {

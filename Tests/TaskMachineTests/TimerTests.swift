@@ -584,6 +584,13 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
         let counted = sanitized ? nil : countAllocations(create)
         if sanitized { create() }
         let createTime = ContinuousClock.now - created
+        if let counted {
+            // They fit: one object each, 104 bytes, and a place in the wheel's slot array and in
+            // the token source's registrations, 8 and 16 bytes or so, up to twice that while an
+            // array has just doubled; about 200 bytes a delay, 200 MB for a million.
+            #expect(counted.count <= UInt64(count) + 100, "\(counted.count) allocations for \(count) delays")
+            #expect(counted.bytes / UInt64(count) <= 256, "\(counted.bytes / UInt64(count)) bytes a delay")
+        }
         let during = RuntimeStatistics.current
         #expect(during.timerThreads == 1)
         #expect(during.pendingTimers >= count)

@@ -29,7 +29,8 @@ public struct RuntimeStatistics: Sendable, Equatable, CustomStringConvertible {
     public struct PoolActivity: Sendable, Equatable {
         /// Successful steals: each moved about half of another worker's queue.
         public var steals: UInt64
-        /// Times a worker went to sleep for lack of work.
+        /// Times a worker found no work and parked, whether it then slept in the kernel or a wake-up
+        /// came during the moment it spins first.
         public var parks: UInt64
         /// Idle workers woken because work arrived, whether asleep yet or still spinning before it.
         public var wakeUps: UInt64
