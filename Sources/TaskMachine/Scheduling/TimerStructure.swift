@@ -34,3 +34,4 @@ extension TimerStructure {
 }
 
 extension TimingWheel: TimerStructure {}
+extension TimerLists: TimerStructure {}
