@@ -1,6 +1,6 @@
 import Testing
 
-@testable import TaskMachine
+@_spi(Benchmarks) @testable import TaskMachine
 
 /// Timers for a bare structure, which holds no references: the caller keeps `entries` alive (with
 /// `withExtendedLifetime`) for as long as the structure may hold them.
@@ -190,6 +190,23 @@ private func advance(_ lists: inout TimerLists, to now: UInt64) -> [TimerNode] {
         }
         #expect(expiredInAll > 500 && removedInAll > 100)
         withExtendedLifetime((wheelEntries, listEntries)) {}
+    }
+
+    @Test(arguments: [TimerStructureBenchmark.Structure.wheel, .lists])
+    func theBenchmarkOperationsLinkAndExpireEveryTimer(structure: TimerStructureBenchmark.Structure) {
+        let benchmark = TimerStructureBenchmark(structure, timerCount: 1_000)
+        #expect(benchmark.heapBytes >= 0 && benchmark.pendingCount == 0)
+        benchmark.spreadTimers()
+        #expect(benchmark.pendingCount == 1_000)
+        // 1,000 places of 8 bytes at least, wherever they are.
+        #expect(benchmark.heapBytes >= 8_000)
+        #expect(benchmark.insertAndRemove(repetitions: 500) == 500)
+        #expect(benchmark.pendingCount == 1_000)
+        #expect(benchmark.advanceAcrossSpan() == 1_000)
+        #expect(benchmark.pendingCount == 0)
+        benchmark.scheduleAtOneTick()
+        #expect(benchmark.expireAtOneTick() == 1_000)
+        #expect(benchmark.pendingCount == 0)
     }
 }
 
