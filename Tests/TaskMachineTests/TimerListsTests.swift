@@ -202,10 +202,14 @@ private func advance(_ lists: inout TimerLists, to now: UInt64) -> [TimerNode] {
         #expect(benchmark.heapBytes >= 8_000)
         #expect(benchmark.insertAndRemove(repetitions: 500) == 500)
         #expect(benchmark.pendingCount == 1_000)
-        #expect(benchmark.advanceAcrossSpan() == 1_000)
+        #expect(benchmark.expireAcrossSpan() == 1_000)
         #expect(benchmark.pendingCount == 0)
-        benchmark.scheduleAtOneTick()
-        #expect(benchmark.expireAtOneTick() == 1_000)
+        benchmark.scheduleTogether()
+        #expect(benchmark.expireTogether() == 1_000)
+        benchmark.scheduleTogether()
+        #expect(benchmark.prepareForTogether() == 0)
+        #expect(benchmark.pendingCount == 1_000)
+        #expect(benchmark.expireTogether() == 1_000)
         #expect(benchmark.pendingCount == 0)
     }
 }

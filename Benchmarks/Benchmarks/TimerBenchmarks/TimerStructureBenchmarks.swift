@@ -12,18 +12,24 @@ import BenchmarkSupport
 // - insert + remove: one timer inserted and removed again while 100,000 are pending, spread over
 //   10 s (a timeout that is cancelled, the common case); also records the heap the structure keeps
 //   for those 100,000.
-// - due at one tick: expiring 100,000 timers due together (what the timers are inserted with is
-//   not timed).
-// - 1 ms passes: advancing 1 ms at a time across 10 s while the timers, spread evenly over them,
-//   expire: all the work a timer thread does for them over their life, per timer. This is where
-//   the designs differ: the lists walk the short list at every pass, the wheel moves each timer
-//   down a level or two.
+// - due together: 100,000 timers made due at one tick 1 s ahead (untimed), then the timer thread's
+//   passes until they have all expired: the wheel cascades them from the level a second ahead
+//   files them in, the lists move them from the long list to the short one; what a burst of delays
+//   due together costs the timer thread.
+// - the pass at the deadline: the same, but only the pass at the timers' tick is timed, the one
+//   that decides how late they fire; what a structure does earlier (the wheel's cascade, when the
+//   timers' slot of level 1 starts) is not.
+// - timer-thread passes: the timers spread evenly over 10 s, and the passes a timer thread makes
+//   as they expire, each at the structure's next deadline, as the timer queue's thread sleeps until
+//   then: all the work a timer thread does for them over their life, per timer. This is where the
+//   designs differ: the lists walk the short list at every pass, the wheel moves each timer down a
+//   level or two.
 
 /// The structure the benchmark that runs works on, made in its setup (each benchmark runs in a
 /// process of its own).
 nonisolated(unsafe) var timerStructure: TimerStructureBenchmark?
 
-/// Timers pending in the insert + remove benchmarks and due together in the one-tick ones (a quick
+/// Timers pending in the insert + remove benchmarks and due together in the burst ones (a quick
 /// run, counting allocations only, has 1,000).
 let structureTimerCount = isQuickRun ? 1_000 : 100_000
 
@@ -57,23 +63,35 @@ func timerStructureBenchmarks() {
         }
 
         expiryBenchmark(
-            "Timer structure, 100,000 due at one tick: \(side)", structure, timerCount: structureTimerCount,
+            "Timer structure, 100,000 due together 1 s ahead, every pass: \(side)", structure,
+            timerCount: structureTimerCount,
             configuration: configuration(.batch(100_000, quick: 1_000), maxIterations: 1_000)
         ) {
-            $0.scheduleAtOneTick()
+            $0.scheduleTogether()
         } expire: {
-            $0.expireAtOneTick()
+            $0.expireTogether()
+        }
+
+        expiryBenchmark(
+            "Timer structure, 100,000 due together 1 s ahead, the pass at the deadline: \(side)", structure,
+            timerCount: structureTimerCount,
+            configuration: configuration(.batch(100_000, quick: 1_000), maxIterations: 1_000)
+        ) {
+            $0.scheduleTogether()
+            precondition($0.prepareForTogether() == 0, "none is due before the deadline")
+        } expire: {
+            $0.expireTogether()
         }
 
         for (count, quick, label) in [(100_000, 1_000, "100,000"), (1_000, 100, "1,000")] {
             expiryBenchmark(
-                "Timer structure, 1 ms passes across 10 s of \(label) timers: \(side)", structure,
+                "Timer structure, timer-thread passes across 10 s of \(label) timers: \(side)", structure,
                 timerCount: isQuickRun ? quick : count,
                 configuration: configuration(.batch(count, quick: quick), seconds: 5, maxIterations: 50)
             ) {
                 $0.spreadTimers()
             } expire: {
-                $0.advanceAcrossSpan()
+                $0.expireAcrossSpan()
             }
         }
     }

@@ -9,7 +9,7 @@
 /// ```swift
 /// let wheel = TimerStructureBenchmark(.wheel, timerCount: 100_000)
 /// wheel.spreadTimers()
-/// let expired = wheel.advanceAcrossSpan()  // 100_000
+/// let expired = wheel.expireAcrossSpan()  // 100_000
 /// ```
 @_spi(Benchmarks) public final class TimerStructureBenchmark {
     /// A timer structure.
@@ -22,6 +22,10 @@
 
     /// The ticks (milliseconds) that `spreadTimers()` spreads the timers over: 10 s.
     public static let spanTicks: UInt64 = 10_000
+    /// How far ahead `scheduleTogether()` makes every timer due, in ticks: 1 s, as for a burst of
+    /// delays made a second before they are all due. Far enough that the wheel files them a level
+    /// up and cascades them when the time comes, as it does the delays of the timer queue's burst.
+    public static let togetherTicks: UInt64 = 1_000
 
     /// The structure this object drives.
     public let structure: Structure
@@ -38,12 +42,14 @@
     private var spent: [[TimerNode]] = []
     /// Where the next `insertAndRemove` starts in its round of ticks.
     private var probeStep: UInt64 = 0
+    /// The tick `scheduleTogether()` last made every timer due at.
+    private var togetherTick: UInt64 = 0
 
     /// Makes `timerCount` timers, plus one, for `structure`; none is linked yet.
     ///
     /// - Parameters:
     ///   - structure: the structure to drive.
-    ///   - timerCount: how many timers `spreadTimers()` and `scheduleAtOneTick()` link.
+    ///   - timerCount: how many timers `spreadTimers()` and `scheduleTogether()` link.
     public init(_ structure: Structure, timerCount: Int) {
         precondition(timerCount > 0, "at least one timer")
         self.structure = structure
@@ -92,28 +98,41 @@
         }
     }
 
-    /// Links every timer at the next tick; `expireAtOneTick()` expires them.
-    public func scheduleAtOneTick() {
+    /// Links every timer at one tick, `togetherTicks` ahead; `expireTogether()` expires them.
+    public func scheduleTogether() {
         switch structure {
-        case .wheel: scheduleAtOneTick(in: &wheel)
-        case .lists: scheduleAtOneTick(in: &lists)
+        case .wheel: scheduleTogether(in: &wheel)
+        case .lists: scheduleTogether(in: &lists)
         }
     }
 
-    /// Advances one tick; returns the timers that expired.
-    public func expireAtOneTick() -> Int {
+    /// Makes the timer thread's passes up to the tick `scheduleTogether()` chose; returns the
+    /// timers that expired (all of them).
+    public func expireTogether() -> Int {
         switch structure {
-        case .wheel: advance(&wheel, ticks: 1)
-        case .lists: advance(&lists, ticks: 1)
+        case .wheel: passes(&wheel, through: togetherTick)
+        case .lists: passes(&lists, through: togetherTick)
         }
     }
 
-    /// Advances `spanTicks` ticks, one at a time, as a timer thread woken every millisecond would;
-    /// returns the timers that expired (after `spreadTimers()`, all of them).
-    public func advanceAcrossSpan() -> Int {
+    /// Makes the timer thread's passes before the tick `scheduleTogether()` chose, and none at it:
+    /// what the structure does ahead of the deadline (the wheel cascades the timers to level 0 when
+    /// their slot of level 1 starts, up to 63 ticks early), so that `expireTogether()` then makes
+    /// only the pass at the deadline, the one that decides how late the timers fire. Returns the
+    /// timers that expired (none).
+    public func prepareForTogether() -> Int {
         switch structure {
-        case .wheel: advance(&wheel, ticks: TimerStructureBenchmark.spanTicks)
-        case .lists: advance(&lists, ticks: TimerStructureBenchmark.spanTicks)
+        case .wheel: passes(&wheel, through: togetherTick - 1)
+        case .lists: passes(&lists, through: togetherTick - 1)
+        }
+    }
+
+    /// Makes the timer thread's passes across the next `spanTicks` ticks; returns the timers that
+    /// expired (after `spreadTimers()`, all of them).
+    public func expireAcrossSpan() -> Int {
+        switch structure {
+        case .wheel: passes(&wheel, through: wheel.elapsed + TimerStructureBenchmark.spanTicks)
+        case .lists: passes(&lists, through: lists.elapsed + TimerStructureBenchmark.spanTicks)
         }
     }
 
@@ -144,20 +163,22 @@
         return removed
     }
 
-    private func scheduleAtOneTick<S: TimerStructure>(in structure: inout S) {
+    private func scheduleTogether<S: TimerStructure>(in structure: inout S) {
         precondition(structure.count == 0, "the timers are linked already")
-        let tick = structure.elapsed + 1
+        let tick = structure.elapsed + TimerStructureBenchmark.togetherTicks
+        togetherTick = tick
         for index in 0..<timerCount {
             let inserted = structure.insert(nodes[index], at: tick)
             precondition(inserted, "a timer after elapsed is linked")
         }
     }
 
-    private func advance<S: TimerStructure>(_ structure: inout S, ticks: UInt64) -> Int {
-        let start = structure.elapsed
+    /// The passes a timer thread makes up to the tick `end`: it sleeps until the structure's next
+    /// deadline, and advances to it (never late, as no clock runs here).
+    private func passes<S: TimerStructure>(_ structure: inout S, through end: UInt64) -> Int {
         var expired = 0
-        for tick in start + 1...start + ticks {
-            structure.advance(to: tick, spent: &spent) { expired += $0.count }
+        while let next = structure.nextDeadline, next <= end {
+            structure.advance(to: next, spent: &spent) { expired += $0.count }
             spent.removeAll(keepingCapacity: true)
         }
         return expired
