@@ -43,18 +43,6 @@ private func eventually(within limit: Duration = .seconds(20), _ condition: () -
     return true
 }
 
-/// A small deterministic generator, so a failing wheel test replays.
-private struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Whether this process runs under a sanitizer (which owns the allocator, so nothing is counted):
 /// the big tests scale down there, as it is ten times slower.
 private var sanitized: Bool { tm_allocations_interposed() == 0 }
@@ -82,100 +70,18 @@ private var sanitized: Bool { tm_allocations_interposed() == 0 }
     // MARK: The wheel alone (deterministic)
 
     @Test func theWheelExpiresEveryTimerAtItsTickInDeadlineOrderAndForgetsRemovedOnes() {
-        // Removals happen before and while time moves: of pending timers (wherever they are, after
-        // cascades have moved them and other removals have moved them within their slot), of
-        // expired ones (which still carry their last place) and of removed ones.
         var random = SplitMix(state: 42)
         var wheel = TimingWheel()
-        let entries = (0..<3_000).map { _ in TimerEntry(deadline: 0) }
-        var due: [TimerNode: UInt64] = [:]
-        for (index, entry) in entries.enumerated() {
-            // Ticks across every level, and some past the wheel's span (the far list).
-            let tick: UInt64 =
-                switch index % 6 {
-                case 0: 1 + random.next() % 64
-                case 1: 1 + random.next() % 4_096
-                case 2: 1 + random.next() % 300_000
-                case 3: 1 + random.next() % 20_000_000
-                case 4: 1 + random.next() % (1 << 37)
-                default: TimingWheel.span * 3 + random.next() % 1_000
-                }
-            let inserted = wheel.insert(TimerNode(entry), at: tick)
-            #expect(inserted)
-            due[TimerNode(entry)] = tick
-        }
-        // Remove a tenth, from all levels.
-        for entry in entries.enumerated().filter({ $0.offset % 10 == 3 }).map(\.element) {
-            let removed = wheel.remove(TimerNode(entry))
-            let removedAgain = wheel.remove(TimerNode(entry))
-            #expect(removed && !removedAgain)
-            due[TimerNode(entry)] = nil
-        }
-        #expect(wheel.count == due.count)
-
-        var now: UInt64 = 0
-        var previous: UInt64 = 0
-        var seen = Set<TimerNode>()
-        var spent: [[TimerNode]] = []
-        var steps = 0
-        var removedWhileRunning = 0
-        var refused = 0
-        while wheel.count > 0 && steps < 100_000 {
-            steps += 1
-            // Steps of every size: single ticks, then ever longer jumps.
-            now += 1 + random.next() % (steps < 2_000 ? 3 : UInt64(steps) * UInt64(steps) * 1_000)
-            var expired: [TimerNode] = []
-            wheel.advance(to: now, spent: &spent) { nodes in
-                #expect(Set(nodes.map { due[$0] }).count == 1, "an expired array is all of one tick")
-                expired.append(contentsOf: nodes)
-            }
-            if steps % 7 == 0 {
-                for _ in 0..<3 {
-                    let node = TimerNode(entries[Int(random.next() % UInt64(entries.count))])
-                    let pending = due[node] != nil && !seen.contains(node) && !expired.contains(node)
-                    #expect(wheel.remove(node) == pending)
-                    if pending { due[node] = nil }
-                    if pending { removedWhileRunning += 1 } else { refused += 1 }
-                }
-            }
-            var last: UInt64 = 0
-            for node in expired {
-                let tick = due[node]
-                #expect(tick != nil, "a removed timer expired")
-                if let tick {
-                    // Expired at the first advance that reached its tick, in deadline order.
-                    #expect(tick <= now && tick > previous)
-                    #expect(tick >= last)
-                    last = tick
-                }
-                #expect(seen.insert(node).inserted, "a timer expired twice")
-                #expect(!wheel.contains(node))
-            }
-            previous = now
-        }
-        #expect(removedWhileRunning > 20 && refused > 20)
-        #expect(wheel.count == 0)
-        #expect(seen.count == due.count)
-        #expect(wheel.nextDeadline == nil)
-        // The wheel itself holds no references (the queue retains what it links): without this, an
-        // optimized build frees the entries after their last use above.
-        withExtendedLifetime(entries) {}
+        // Ticks across every level, and some past the wheel's span (the far list).
+        let ticks: [(first: UInt64, count: UInt64)] = [
+            (1, 64), (1, 4_096), (1, 300_000), (1, 20_000_000), (1, 1 << 37), (TimingWheel.span * 3, 1_000),
+        ]
+        _ = checkExpiryInDeadlineOrder(of: &wheel, random: &random, ticks: ticks)
     }
 
     @Test func aTimerDueAtOrBeforeTheWheelsTimeIsRefused() {
         var wheel = TimingWheel()
-        var spent: [[TimerNode]] = []
-        wheel.advance(to: 100, spent: &spent) { _ in }
-        let entry = TimerEntry(deadline: 0)
-        let atNow = wheel.insert(TimerNode(entry), at: 100)
-        let before = wheel.insert(TimerNode(entry), at: 7)
-        let after = wheel.insert(TimerNode(entry), at: 101)
-        #expect(!atNow && !before && after)
-        #expect(wheel.nextDeadline == 101)
-        var expired: [TimerNode] = []
-        wheel.advance(to: 101, spent: &spent) { expired.append(contentsOf: $0) }
-        #expect(expired == [TimerNode(entry)])
-        withExtendedLifetime(entry) {}
+        checkElapsedTicksAreRefused(by: &wheel)
     }
 
     // MARK: Delays on the shared queue

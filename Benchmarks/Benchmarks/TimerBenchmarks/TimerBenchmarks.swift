@@ -24,6 +24,7 @@ let benchmarks: @Sendable () -> Void = {
     nioScheduledDelays()
     dispatchDelays()
     dueTogetherBenchmarks()
+    timerStructureBenchmarks()
 }
 
 /// Delays pending at once in one iteration (a quick run, counting allocations only, makes 200).

@@ -119,6 +119,22 @@ struct TimingWheel {
         if now > elapsed { elapsed = now }
     }
 
+    // MARK: Footprint
+
+    /// The heap the wheel keeps for its timers: the array of slots, each slot's array and the
+    /// occupancy masks. The timers themselves are not counted. For `TimerStructureBenchmark`.
+    var heapBytes: Int {
+        let slotArrays = slots.reduce(0) { $0 + TimingWheel.heapBytes(of: $1) }
+        return TimingWheel.heapBytes(of: slots) + slotArrays + TimingWheel.heapBytes(of: occupied)
+    }
+
+    /// The heap an array keeps: its header (an object's two words, then its count and capacity)
+    /// and its capacity's elements; nothing for an empty array that has no storage. The allocator's
+    /// own rounding is not counted.
+    static func heapBytes<Element>(of array: [Element]) -> Int {
+        array.capacity == 0 ? 0 : 32 + array.capacity * MemoryLayout<Element>.stride
+    }
+
     // MARK: Slots
 
     /// The slot a timer due at `tick` belongs in, given `elapsed`.
