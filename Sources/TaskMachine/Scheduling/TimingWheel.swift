@@ -38,6 +38,13 @@ struct TimingWheel {
     /// A slot emptied by removals keeps up to this many places for the next timers; a larger
     /// array is given back.
     static let keptCapacity = 1_024
+    /// The places a slot's array gets when its first timer comes: a slot that fills with the
+    /// timers of one millisecond, or with those a cascade brings down, grows once for up to 16
+    /// rather than at 1, 3, 5 and 9. What it costs in memory is bounded by the slots, not by the
+    /// timers: 385 arrays of 160 bytes at most, 60 KB, for slots holding a timer or two. A slot
+    /// holding many steps through other capacities (17, 35, 70, … rather than 1, 2, 4, …): 100,000
+    /// timers due together keep about a byte more each, 123 rather than 122.
+    static let firstCapacity = 16
 
     /// Ticks the wheel has processed: every timer due at or before it has expired.
     private(set) var elapsed: UInt64 = 0
@@ -151,6 +158,7 @@ struct TimingWheel {
 
     private mutating func link(_ node: TimerNode, at place: UInt16) {
         node.place = place
+        if slots[Int(place)].capacity == 0 { slots[Int(place)].reserveCapacity(TimingWheel.firstCapacity) }
         node.index = UInt32(truncatingIfNeeded: slots[Int(place)].count)
         slots[Int(place)].append(node)
         if place != TimingWheel.farPlace {
