@@ -1,4 +1,5 @@
 import CAllocationCounter
+import Glibc
 import Testing
 
 @testable import TaskMachine
@@ -47,6 +48,28 @@ func countEchoFuture<Argument: Sendable>(
         }
         #expect(sum == 1000)
         #expect(counted?.count == 0)
+    }
+
+    @Test func aWaitThatBlocksAllocatesNothingOnTheWaitingThread() throws {
+        // The thread's reused waiter goes on the future; the deadlock checks around the block find
+        // nothing on the stack and make nothing. Completed from another thread once the wait has
+        // registered, and a little later, so that the wait really blocks.
+        func blockingWait() throws -> (count: UInt64, bytes: UInt64)? {
+            let promise = Promise<Int>()
+            let completer = spawnThread(name: "completer", role: .other) {
+                while promise.future.pendingContinuations.isEmpty { usleepish() }
+                usleep(20_000)
+                promise.trySucceed(7)
+            }
+            defer { pthread_join(completer, nil) }
+            var value = 0
+            let counted = try countAllocations { value = try promise.future.wait() }
+            #expect(value == 7)
+            return counted
+        }
+        _ = try blockingWait()  // the thread's state and its waiter, made once
+        let counted = try blockingWait()
+        #expect(counted == nil || counted?.count == 0, "\(counted?.count ?? 0) allocations")
     }
 
     @Test func aCacheHitThroughTheValueFutureBuilderAllocatesNothing() throws {

@@ -151,7 +151,10 @@ enum DeadlockDetector {
     /// Called again every `recheckNanoseconds` while the thread blocks: a method that was suspended
     /// on something else when the wait began can await the work on the stack later.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState, onStack: [AnyFuture]) -> DeadlockError? {
-        detect(waitingForAnyOf: [target], on: thread, onStack: onStack)
+        // Before the array of one: with nothing on the stack, the usual case, a wait that blocks
+        // allocates nothing here.
+        guard !onStack.isEmpty else { return nil }
+        return detect(waitingForAnyOf: [target], on: thread, onStack: onStack)
     }
 
     /// ``detect(waitingFor:on:onStack:)`` for a thread that waits for all of `targets` (an
