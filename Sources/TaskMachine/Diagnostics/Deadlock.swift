@@ -151,17 +151,16 @@ enum DeadlockDetector {
     /// Called again every `recheckNanoseconds` while the thread blocks: a method that was suspended
     /// on something else when the wait began can await the work on the stack later.
     static func detect(waitingFor target: AnyFuture, on thread: ThreadState, onStack: [AnyFuture]) -> DeadlockError? {
-        // Before the array of one: with nothing on the stack, the usual case, a wait that blocks
-        // allocates nothing here.
-        guard !onStack.isEmpty else { return nil }
-        return detect(waitingForAnyOf: [target], on: thread, onStack: onStack)
+        // The one target in place, not in an array: a wait that blocks with nothing on the stack,
+        // the usual case, allocates nothing here.
+        detect(waitingForAnyOf: CollectionOfOne(target), on: thread, onStack: onStack)
     }
 
     /// ``detect(waitingFor:on:onStack:)`` for a thread that waits for all of `targets` (an
     /// ``AsyncContext``'s pump): one walk from each future on the stack, whatever their number.
-    static func detect(waitingForAnyOf targets: [AnyFuture], on thread: ThreadState, onStack: [AnyFuture])
-        -> DeadlockError?
-    {
+    static func detect(
+        waitingForAnyOf targets: some Sequence<AnyFuture>, on thread: ThreadState, onStack: [AnyFuture]
+    ) -> DeadlockError? {
         guard !onStack.isEmpty else { return nil }
         let targets = Set(targets.map(ObjectIdentifier.init))
         for future in onStack {

@@ -68,11 +68,6 @@ struct TimerLists {
         return true
     }
 
-    /// Whether `node` is linked in either list.
-    func contains(_ node: TimerNode) -> Bool {
-        node.place != TimingWheel.nowhere && node.tick > elapsed
-    }
-
     /// Unlinks `node` if it is linked; returns whether it was. A large array the removal empties
     /// goes to `spent`, for the caller to free once it has let go of its lock, as in `advance`.
     mutating func remove(_ node: TimerNode, spent: inout [TimerNode]) -> Bool {

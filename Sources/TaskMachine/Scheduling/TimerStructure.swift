@@ -16,8 +16,6 @@ protocol TimerStructure {
     var heapBytes: Int { get }
     /// Links `node`, due at `tick`; `false`, linking nothing, when `tick` is not after `elapsed`.
     mutating func insert(_ node: TimerNode, at tick: UInt64) -> Bool
-    /// Whether `node` is linked.
-    func contains(_ node: TimerNode) -> Bool
     /// Unlinks `node` if it is linked; a large array this empties goes to `spent`.
     mutating func remove(_ node: TimerNode, spent: inout [TimerNode]) -> Bool
     /// Moves time to `now`, handing what is due to `expire`; emptied arrays go to `spent`.
@@ -25,6 +23,13 @@ protocol TimerStructure {
 }
 
 extension TimerStructure {
+    /// Whether `node` is linked. An expired timer keeps its last place, so it counts as linked only
+    /// while its tick is after `elapsed` (every timer due by then has left the structure); a
+    /// removed one has no place.
+    func contains(_ node: TimerNode) -> Bool {
+        node.place != TimingWheel.nowhere && node.tick > elapsed
+    }
+
     /// Unlinks `node` if it is linked; returns whether it was. Frees at once what the removal
     /// empties.
     mutating func remove(_ node: TimerNode) -> Bool {

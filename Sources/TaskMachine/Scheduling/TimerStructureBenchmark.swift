@@ -121,9 +121,10 @@
     /// only the pass at the deadline, the one that decides how late the timers fire. Returns the
     /// timers that expired (none).
     public func prepareForTogether() -> Int {
+        precondition(togetherTick > 0, "scheduleTogether() first")
         switch structure {
-        case .wheel: passes(&wheel, through: togetherTick - 1)
-        case .lists: passes(&lists, through: togetherTick - 1)
+        case .wheel: return passes(&wheel, through: togetherTick - 1)
+        case .lists: return passes(&lists, through: togetherTick - 1)
         }
     }
 

@@ -65,17 +65,6 @@ struct TimingWheel {
         return true
     }
 
-    /// Whether `node` is linked in the wheel.
-    func contains(_ node: TimerNode) -> Bool {
-        node.place != TimingWheel.nowhere && node.tick > elapsed
-    }
-
-    /// Unlinks `node` if it is in the wheel; returns whether it was.
-    mutating func remove(_ node: TimerNode) -> Bool {
-        var spent: [TimerNode] = []
-        return remove(node, spent: &spent)
-    }
-
     /// Unlinks `node` if it is in the wheel; returns whether it was. A large array the removal
     /// empties goes to `spent`, for the caller to free once it has let go of its lock, as in
     /// `advance`.
